@@ -1,0 +1,20 @@
+"""The ``spacy-ldnet`` console script (typer).
+
+Each command lives in its own module under ``spacy_ldnet.cli`` and registers
+itself on :data:`app` when imported below.
+"""
+import typer
+
+app = typer.Typer(
+    name="spacy-ldnet",
+    help="LD-Net for spaCy: language-model pretraining, layer selection and pruning.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# Command modules (each does ``@app.command(...)``):
+from . import convert  # noqa: E402,F401
+
+
+def main() -> None:
+    app()
