@@ -1,0 +1,334 @@
+"""Linear-chain conditional random field over tag sequences, in plain torch.
+
+This module imports torch and numpy only (no spaCy, no thinc), so it can be
+tested and reused on its own; the spaCy model in :mod:`spacy_ldnet.ner` wraps it.
+
+Model (Lafferty, McCallum & Pereira 2001; Lample et al. 2016, section 2.2;
+LD-Net, Liu et al. 2018, section 4.1): for emissions ``E`` of shape (T, K) and
+a tag path ``y_1 .. y_T``, the path score is
+
+    s(y) = start[y_1] + sum_t E[t, y_t] + sum_{t>1} trans[y_{t-1}, y_t] + end[y_T]
+
+and ``p(y | E) = exp(s(y)) / Z`` with ``Z`` the sum of ``exp(s(y'))`` over all
+paths. Training minimises ``-log p(gold | E)``; inference takes the argmax path
+(Viterbi). Scores are unnormalised log-potentials (nats).
+
+Constraints: an optional bool mask of shape (K + 2, K + 2) (row/column ``K`` is
+START, ``K + 1`` is END, as built by
+:func:`spacy_ldnet.ner.tags.allowed_transitions`) marks the allowed
+transitions. Every disallowed transition gets :data:`DISALLOWED_SCORE` added
+to its score, in the partition function *and* in Viterbi, so ``Z`` is, to
+float precision, a sum over allowed paths only and decoding never returns a
+disallowed path while an allowed one exists. A large finite penalty is used
+rather than ``-inf`` so that gradients stay finite.
+"""
+from typing import List, Optional, Tuple, Union
+
+import numpy
+import torch
+from torch import Tensor, nn
+
+#: Score added to every disallowed transition (log-space, nats). exp(-1e4) is 0
+#: in float32 and float64, so disallowed paths drop out of the partition sum.
+DISALLOWED_SCORE = -10000.0
+
+MaskLike = Union[Tensor, numpy.ndarray]
+
+
+class ConditionalRandomField(nn.Module):
+    """Linear-chain CRF with learned start/transition/end scores.
+
+    Sources: Lafferty et al. (2001) "Conditional Random Fields"; Lample et al.
+    (2016) "Neural Architectures for Named Entity Recognition", section 2.2;
+    Liu et al. (2018) "Efficient Contextualized Representation: Language Model
+    Pruning for Sequence Labeling" (LD-Net), section 4.1.
+
+    Shapes: ``B`` batch size, ``T`` padded sequence length, ``K`` number of
+    tags. ``mask`` is a (B, T) bool tensor, True on the first ``length_b``
+    positions of row ``b`` and False after (left-aligned); every length must be
+    >= 1. ``mask=None`` means every position is real. Emissions may be float32
+    or float64, on any device; the parameters are cast to the emissions' dtype
+    and device on the fly (differentiably), and results come back in that
+    dtype and on that device.
+
+    Parameters:
+        transitions: (K, K), ``transitions[i, j]`` is the score of tag ``i``
+            followed by tag ``j``.
+        start_transitions: (K,), score of starting a sequence with each tag.
+        end_transitions: (K,), score of ending a sequence with each tag.
+
+    Buffer ``constraint_mask`` (K + 2, K + 2) bool is *persistent*: it is part
+    of the ``state_dict``, so a saved model reloads with the constraints it was
+    trained under. Its shape depends on ``num_tags`` only, so a model built
+    from the same ``num_tags`` (with or without a mask) can always load the
+    state. It is all-True when no constraint is given.
+    """
+
+    def __init__(self, num_tags: int, constraint_mask: Optional[MaskLike] = None) -> None:
+        """
+        num_tags: K >= 1, the number of real tags.
+        constraint_mask: optional bool (K + 2, K + 2) tensor or numpy array of
+            allowed transitions (index K = START, K + 1 = END), e.g. from
+            :func:`spacy_ldnet.ner.tags.allowed_transitions`. Rows into START
+            and out of END are ignored.
+
+        Raises:
+            ValueError: ``num_tags < 1`` or the mask has the wrong shape.
+        """
+        super().__init__()
+        if int(num_tags) != num_tags or num_tags < 1:
+            raise ValueError(f"num_tags must be a positive integer, got {num_tags!r}.")
+        self.num_tags = int(num_tags)
+        self.transitions = nn.Parameter(torch.empty(self.num_tags, self.num_tags))
+        self.start_transitions = nn.Parameter(torch.empty(self.num_tags))
+        self.end_transitions = nn.Parameter(torch.empty(self.num_tags))
+        full = (self.num_tags + 2, self.num_tags + 2)
+        if constraint_mask is None:
+            mask = torch.ones(full, dtype=torch.bool)
+        else:
+            if isinstance(constraint_mask, Tensor):
+                mask = constraint_mask.detach().to(device="cpu", dtype=torch.bool)
+            else:
+                mask = torch.from_numpy(numpy.array(constraint_mask, dtype=bool))
+            if tuple(mask.shape) != full:
+                raise ValueError(
+                    f"constraint_mask must have shape (num_tags + 2, num_tags + 2) = "
+                    f"{full} (START and END last), got {tuple(mask.shape)}."
+                )
+        self.register_buffer("constraint_mask", mask.clone(), persistent=True)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Transitions ~ U(-0.1, 0.1) (small, to break symmetry); start/end = 0."""
+        nn.init.uniform_(self.transitions, -0.1, 0.1)
+        nn.init.zeros_(self.start_transitions)
+        nn.init.zeros_(self.end_transitions)
+
+    def extra_repr(self) -> str:
+        n_allowed = int(self.constraint_mask[: self.num_tags, : self.num_tags].sum())
+        return f"num_tags={self.num_tags}, allowed_transitions={n_allowed}/{self.num_tags ** 2}"
+
+    # ------------------------------------------------------------------ helpers
+
+    def _potentials(self, like: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Constrained (start, transitions, end) in the dtype/device of ``like``."""
+        K = self.num_tags
+        dtype, device = like.dtype, like.device
+        # (K + 2, K + 2): 0 where allowed, DISALLOWED_SCORE where not
+        penalty = (~self.constraint_mask).to(device=device, dtype=dtype) * DISALLOWED_SCORE
+        # (K,)
+        start = self.start_transitions.to(device=device, dtype=dtype) + penalty[K, :K]
+        # (K, K)
+        trans = self.transitions.to(device=device, dtype=dtype) + penalty[:K, :K]
+        # (K,)
+        end = self.end_transitions.to(device=device, dtype=dtype) + penalty[:K, K + 1]
+        return start, trans, end
+
+    def _check(self, emissions: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """Validate emissions/mask; return the mask as (B, T) bool on emissions' device."""
+        if emissions.dim() != 3:
+            raise ValueError(
+                f"emissions must have shape (batch, time, num_tags), got {tuple(emissions.shape)}."
+            )
+        B, T, K = emissions.shape
+        if K != self.num_tags:
+            raise ValueError(f"emissions has {K} tags in its last dimension, expected {self.num_tags}.")
+        if not emissions.is_floating_point():
+            raise ValueError(f"emissions must be a floating-point tensor, got {emissions.dtype}.")
+        if mask is None:
+            # (B, T)
+            mask = torch.ones(B, T, dtype=torch.bool, device=emissions.device)
+        else:
+            if tuple(mask.shape) != (B, T):
+                raise ValueError(
+                    f"mask must have shape (batch, time) = {(B, T)}, got {tuple(mask.shape)}."
+                )
+            # (B, T)
+            mask = (mask != 0).to(emissions.device)
+        if B == 0:
+            return mask
+        if T == 0:
+            raise ValueError("Every sequence must have length >= 1, got time dimension 0.")
+        # (B,)
+        empty = ~mask[:, 0]
+        if bool(empty.any()):
+            rows = torch.nonzero(empty).flatten().tolist()
+            raise ValueError(f"Every sequence must have length >= 1; empty sequence(s) at batch index {rows}.")
+        # (B, T - 1): a real position right after a padding one
+        gaps = mask[:, 1:] & ~mask[:, :-1]
+        if bool(gaps.any()):
+            rows = torch.nonzero(gaps.any(dim=1)).flatten().tolist()
+            raise ValueError(
+                f"mask must be left-aligned (True on the first length_b positions, then False); "
+                f"not so at batch index {rows}."
+            )
+        return mask
+
+    # ------------------------------------------------------- log-likelihood
+
+    def log_partition(self, emissions: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Log partition function ``log Z`` per sequence (forward algorithm).
+
+        emissions: (B, T, K) float, unnormalised tag scores per position.
+        mask: (B, T) bool, left-aligned, every length >= 1 (None: all True).
+
+        Returns: (B,) tensor, ``log sum_y exp(s(y))`` over the allowed paths of
+            each sequence's length, in nats; differentiable.
+
+        Raises: ValueError on bad shapes, an empty sequence or a mask that is
+            not left-aligned.
+        """
+        mask = self._check(emissions, mask)
+        B, T, K = emissions.shape
+        if B == 0:
+            return emissions.new_zeros(0)
+        start, trans, end = self._potentials(emissions)
+        # (B, K): log-sum of all paths of length 1 ending in each tag
+        alpha = start.unsqueeze(0) + emissions[:, 0]
+        for t in range(1, T):
+            # (B, K, 1) + (1, K, K) + (B, 1, K) -> (B, K_prev, K_next)
+            scores = alpha.unsqueeze(2) + trans.unsqueeze(0) + emissions[:, t].unsqueeze(1)
+            # (B, K_next)
+            next_alpha = torch.logsumexp(scores, dim=1)
+            # (B, K): padded sequences keep their final alpha
+            alpha = torch.where(mask[:, t].unsqueeze(1), next_alpha, alpha)
+        # (B, K) -> (B,)
+        return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
+
+    def path_score(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Score ``s(y)`` of given tag paths (start + emissions + transitions + end).
+
+        emissions: (B, T, K) float.
+        tags: (B, T) integer tag indices in ``[0, K)``; values at padded
+            positions are ignored (any value).
+        mask: (B, T) bool, left-aligned, every length >= 1 (None: all True).
+
+        Returns: (B,) tensor of path scores in nats, including
+            :data:`DISALLOWED_SCORE` for each disallowed transition used;
+            differentiable.
+
+        Raises: ValueError on bad shapes/masks or a tag index out of range.
+        """
+        mask = self._check(emissions, mask)
+        B, T, K = emissions.shape
+        if tuple(tags.shape) != (B, T):
+            raise ValueError(f"tags must have shape (batch, time) = {(B, T)}, got {tuple(tags.shape)}.")
+        if tags.dtype.is_floating_point or tags.dtype == torch.bool:
+            raise ValueError(f"tags must be an integer tensor, got {tags.dtype}.")
+        if B == 0:
+            return emissions.new_zeros(0)
+        # (B, T): padding replaced by tag 0 so that every index is valid
+        tags = tags.to(device=emissions.device, dtype=torch.long).masked_fill(~mask, 0)
+        if bool(((tags < 0) | (tags >= K)).any()):
+            raise ValueError(f"tags must lie in [0, {K}) at real positions.")
+        start, trans, end = self._potentials(emissions)
+        weights = mask.to(emissions.dtype)  # (B, T)
+        # (B, T, 1) -> (B, T)
+        emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)
+        # (B,)
+        score = start[tags[:, 0]] + (emitted * weights).sum(dim=1)
+        if T > 1:
+            # (B, T - 1): transition into position t from t - 1, real only if t is real
+            stepped = trans[tags[:, :-1], tags[:, 1:]]
+            score = score + (stepped * weights[:, 1:]).sum(dim=1)
+        # (B,)
+        lengths = mask.sum(dim=1)
+        # (B, 1) -> (B,)
+        last_tags = tags.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)
+        return score + end[last_tags]
+
+    def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """``log p(tags | emissions) = path_score - log_partition``.
+
+        Shapes as :meth:`path_score`. Returns (B,) tensor in nats (<= 0 for an
+        allowed path); differentiable w.r.t. emissions and the parameters.
+
+        Raises: ValueError as :meth:`path_score`.
+        """
+        return self.path_score(emissions, tags, mask) - self.log_partition(emissions, mask)
+
+    def forward(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Same as :meth:`log_likelihood`: (B,) log-likelihood per sequence."""
+        return self.log_likelihood(emissions, tags, mask)
+
+    def neg_log_likelihood(
+        self,
+        emissions: Tensor,
+        tags: Tensor,
+        mask: Optional[Tensor] = None,
+        reduction: str = "sum",
+    ) -> Tensor:
+        """Negative log-likelihood, the CRF training loss (nats).
+
+        reduction: ``"sum"`` over sequences (scalar), ``"mean"`` over
+            sequences (scalar), or ``"none"`` (B,).
+
+        Raises: ValueError for an unknown reduction, or as :meth:`path_score`.
+        """
+        if reduction not in ("sum", "mean", "none"):
+            raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}.")
+        nll = -self.log_likelihood(emissions, tags, mask)
+        if reduction == "sum":
+            return nll.sum()
+        if reduction == "mean":
+            return nll.mean()
+        return nll
+
+    # -------------------------------------------------------------- decoding
+
+    def viterbi_decode(
+        self, emissions: Tensor, mask: Optional[Tensor] = None
+    ) -> Tuple[List[List[int]], Tensor]:
+        """Best allowed tag path per sequence (max-product / Viterbi algorithm).
+
+        The recursion is vectorised over the batch (a loop over time only) and
+        runs under ``torch.no_grad()``; backtracking is done in numpy.
+
+        emissions: (B, T, K) float.
+        mask: (B, T) bool, left-aligned, every length >= 1 (None: all True).
+
+        Returns: ``(paths, scores)``: ``paths[b]`` is a list of exactly
+            ``length_b`` tag indices, ``scores`` a (B,) tensor (emissions'
+            dtype and device, no grad) with each path's score, equal to
+            :meth:`path_score` of that path. If no allowed path exists, the
+            best path uses a disallowed transition and its score includes
+            :data:`DISALLOWED_SCORE`.
+
+        Raises: ValueError on bad shapes, an empty sequence or a mask that is
+            not left-aligned.
+        """
+        with torch.no_grad():
+            mask = self._check(emissions, mask)
+            B, T, K = emissions.shape
+            if B == 0:
+                return [], emissions.new_zeros(0)
+            start, trans, end = self._potentials(emissions)
+            # (B, K): best score of a path of length 1 ending in each tag
+            best = start.unsqueeze(0) + emissions[:, 0]
+            # (T - 1, B, K): best previous tag for each tag at position t
+            backpointers = torch.empty(max(T - 1, 0), B, K, dtype=torch.long, device=emissions.device)
+            for t in range(1, T):
+                # (B, K, 1) + (1, K, K) -> (B, K_prev, K_next)
+                scores = best.unsqueeze(2) + trans.unsqueeze(0)
+                # (B, K_next), (B, K_next)
+                top, argtop = scores.max(dim=1)
+                backpointers[t - 1] = argtop
+                # (B, K): padded sequences keep their final scores
+                best = torch.where(mask[:, t].unsqueeze(1), top + emissions[:, t], best)
+            # (B, K) -> (B,), (B,)
+            final_scores, final_tags = (best + end.unsqueeze(0)).max(dim=1)
+
+            # Backtracking, vectorised over the batch, in numpy.
+            pointers = backpointers.cpu().numpy()  # (T - 1, B, K)
+            lengths = mask.sum(dim=1).cpu().numpy()  # (B,)
+            last = final_tags.cpu().numpy()  # (B,)
+            rows = numpy.arange(B)  # (B,)
+            paths = numpy.empty((B, T), dtype=numpy.int64)  # (B, T)
+            current = last.copy()  # (B,): tag at position t + 1 (or the last tag)
+            paths[:, T - 1] = current
+            for t in range(T - 2, -1, -1):
+                # (B,): follow the pointer where t + 1 is real, else start at the last tag
+                current = numpy.where(lengths > t + 1, pointers[t][rows, current], last)
+                paths[:, t] = current
+            decoded = [paths[b, : lengths[b]].tolist() for b in range(B)]
+        return decoded, final_scores
