@@ -1,0 +1,122 @@
+"""Turn spaCy docs into the integer and vector inputs of the embedder modules.
+
+Vectorised with numpy: characters come from one UTF-32 encode per sequence,
+word rows from one ``Vectors.find`` call per batch.
+"""
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy
+from spacy.attrs import LOWER
+from spacy.tokens import Doc
+
+from ..sequences import sequence_spans
+
+
+@dataclass
+class Segments:
+    """Where each sequence came from: ``spans[i] = (doc_index, start, end)``."""
+
+    spans: List[Tuple[int, int, int]]
+    lengths: numpy.ndarray  # (S,) int, tokens per sequence
+
+    @classmethod
+    def from_docs(cls, docs: Sequence[Doc], max_length: int) -> "Segments":
+        spans = [(i, s, e) for i, doc in enumerate(docs) for s, e in sequence_spans(doc, max_length)]
+        lengths = numpy.asarray([e - s for _, s, e in spans], dtype="int64")
+        return cls(spans, lengths)
+
+    def split(self, doc_arrays: Sequence[numpy.ndarray]) -> List[numpy.ndarray]:
+        """Per-doc (n_tokens, D) arrays -> per-sequence (length, D) arrays."""
+        return [doc_arrays[i][s:e] for i, s, e in self.spans]
+
+    def join(self, seq_arrays: Sequence, n_docs: int, doc_lengths: Sequence[int], width: int, ops) -> List:
+        """Per-sequence arrays -> per-doc arrays (docs with no tokens get (0, width))."""
+        out = [[] for _ in range(n_docs)]
+        for (i, _, _), arr in zip(self.spans, seq_arrays):
+            out[i].append(arr)
+        return [
+            ops.xp.concatenate(parts, axis=0) if parts else ops.alloc2f(0, width)
+            for parts in out
+        ]
+
+
+@dataclass
+class CharWordFeatures:
+    """Padded inputs of :class:`spacy_ldnet.embed.modules.CharWordEmbedder` (S sequences)."""
+
+    word_rows: numpy.ndarray  # (S, T) int64, row in the vectors table, -1 if absent
+    frozen_vectors: numpy.ndarray  # (S, T, word_dim) float32, table rows >= n_rows, else 0
+    char_ids: numpy.ndarray  # (S, C) int64, 0 = padding
+    char_lengths: numpy.ndarray  # (S,) int64
+    fw_index: numpy.ndarray  # (S, T) int64, index of the space after word t
+    bw_index: numpy.ndarray  # (S, T) int64, index of word t's first character
+    lengths: numpy.ndarray  # (S,) int64, tokens per sequence
+
+
+#: Code points at or above ``n_chars - 1 - HASH_BUCKETS`` share these buckets.
+HASH_BUCKETS = 64
+
+
+def char_ids_for(text: str, n_chars: int) -> numpy.ndarray:
+    """Map characters to ids in ``[1, n_chars)`` (0 is padding).
+
+    Code points below ``n_direct = n_chars - 1 - HASH_BUCKETS`` (ASCII and
+    Latin-1 for the default 512) get their own id; all others (emoji, CJK,
+    control characters beyond it) fall into ``HASH_BUCKETS`` shared buckets.
+    """
+    n_direct = n_chars - 1 - HASH_BUCKETS
+    cps = numpy.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype("int64")
+    return numpy.where(cps < n_direct, cps + 1, n_direct + 1 + cps % HASH_BUCKETS)
+
+
+def featurize(
+    docs: Sequence[Doc],
+    segments: Segments,
+    *,
+    n_word_rows: int,
+    word_dim: int,
+    n_chars: int,
+) -> CharWordFeatures:
+    """Build the padded inputs for all sequences of a batch.
+
+    The word lookup is lower-cased (GloVe 6B is uncased): each token's ``LOWER``
+    hash is looked up in ``doc.vocab.vectors``.
+    """
+    S = len(segments.spans)
+    T = int(segments.lengths.max()) if S else 0
+    word_rows = numpy.full((S, T), -1, dtype="int64")
+    frozen = numpy.zeros((S, T, word_dim), dtype="float32")
+    fw_index = numpy.zeros((S, T), dtype="int64")
+    bw_index = numpy.zeros((S, T), dtype="int64")
+    char_seqs: List[numpy.ndarray] = []
+    lower_cache = {}
+    vectors = docs[0].vocab.vectors if len(docs) else None
+    has_vectors = vectors is not None and vectors.shape[0] > 0 and vectors.shape[1] == word_dim
+    data = None
+    for s, (i, start, end) in enumerate(segments.spans):
+        doc = docs[i]
+        if i not in lower_cache:
+            lower_cache[i] = doc.to_array([LOWER]).astype("uint64").reshape(-1)
+        keys = lower_cache[i][start:end]
+        if has_vectors:
+            rows = numpy.asarray(vectors.find(keys=keys), dtype="int64")
+            word_rows[s, : end - start] = rows
+            beyond = rows >= n_word_rows
+            if beyond.any():
+                if data is None:
+                    data = vectors.data
+                    data = data.get() if hasattr(data, "get") else data  # cupy -> numpy
+                frozen[s, : end - start][beyond] = data[rows[beyond]]
+        words = [t.text for t in doc[start:end]]
+        wlens = numpy.fromiter((len(w) for w in words), dtype="int64", count=len(words))
+        starts = numpy.concatenate([[0], numpy.cumsum(wlens + 1)[:-1]])
+        bw_index[s, : end - start] = starts
+        fw_index[s, : end - start] = starts + wlens  # the space after the word
+        char_seqs.append(char_ids_for(" ".join(words) + " ", n_chars))
+    char_lengths = numpy.asarray([len(c) for c in char_seqs], dtype="int64")
+    C = int(char_lengths.max()) if S else 0
+    char_ids = numpy.zeros((S, C), dtype="int64")
+    for s, c in enumerate(char_seqs):
+        char_ids[s, : len(c)] = c
+    return CharWordFeatures(word_rows, frozen, char_ids, char_lengths, fw_index, bw_index, segments.lengths)

@@ -1,0 +1,142 @@
+"""Torch modules of the non-LM word features of LD-Net (section 4.1).
+
+Self-contained torch: no spaCy or thinc imports. The thinc wrapper that turns
+``Doc`` objects into the integer inputs below is :mod:`spacy_ldnet.embed.embedder`.
+
+Shapes: S sequences, T tokens (padded), C characters (padded).
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class CharBiLSTM(nn.Module):
+    """Character-level BiLSTM over a whole sentence (LD-Net section 4.1).
+
+    The sentence is read as one character stream with a space after every word:
+    ``w_1 ␣ w_2 ␣ ... w_n ␣``. The word's feature is the forward state at the
+    space after word t (it has read w_1..w_t) joined with the backward state at
+    word t's first character (it has read w_t..w_n), projected to ``out_dim``.
+    Sequences are packed, so padding never reaches a real position.
+
+    Args:
+        n_chars: rows of the character embedding table (id 0 is padding).
+        char_dim: character embedding width.
+        hidden_dim: LSTM width per direction.
+        out_dim: width of the projected word feature.
+        dropout: dropout on the character embeddings.
+    """
+
+    def __init__(self, n_chars: int, char_dim: int, hidden_dim: int, out_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(n_chars, char_dim, padding_idx=0)
+        self.lstm = nn.LSTM(char_dim, hidden_dim, batch_first=True, bidirectional=True)
+        self.proj = nn.Linear(2 * hidden_dim, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.hidden_dim = hidden_dim
+
+    def forward(
+        self,
+        char_ids: torch.Tensor,
+        char_lengths: torch.Tensor,
+        fw_index: torch.Tensor,
+        bw_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            char_ids: (S, C) long, 0-padded character ids.
+            char_lengths: (S,) long, characters per sequence (>= 1), on CPU.
+            fw_index: (S, T) long, index of the space after word t (0 at padding).
+            bw_index: (S, T) long, index of word t's first character (0 at padding).
+        Returns:
+            (S, T, out_dim) float; rows at padded word positions are arbitrary.
+        """
+        emb = self.dropout(self.embed(char_ids))  # (S, C, char_dim)
+        packed = pack_padded_sequence(emb, char_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=char_ids.shape[1])  # (S, C, 2H)
+        H = self.hidden_dim
+        fw = torch.gather(out[:, :, :H], 1, fw_index.unsqueeze(-1).expand(-1, -1, H))  # (S, T, H)
+        bw = torch.gather(out[:, :, H:], 1, bw_index.unsqueeze(-1).expand(-1, -1, H))  # (S, T, H)
+        return self.proj(torch.cat([fw, bw], dim=-1))  # (S, T, out_dim)
+
+
+class FinetunedWordEmbedding(nn.Module):
+    """Pretrained word embeddings whose most frequent rows are fine-tuned.
+
+    The pretrained table itself lives outside the module (in spaCy's vectors
+    table). Its first ``n_rows`` rows are copied into the trainable ``weight``
+    at initialisation; rows beyond them are passed in frozen; unknown words
+    (row -1) share one trained ``<unk>`` vector (the last row of ``weight``).
+    With plain SGD or Adam this equals fine-tuning the whole table, since rows
+    of words never seen in training receive no gradient anyway, while the
+    saved model holds only ``n_rows`` rows.
+
+    Args:
+        n_rows: trainable rows (GloVe rows 0..n_rows-1, frequency order).
+        dim: embedding width (must equal the vectors table's width).
+    """
+
+    def __init__(self, n_rows: int, dim: int):
+        super().__init__()
+        self.n_rows = n_rows
+        self.weight = nn.Parameter(torch.empty(n_rows + 1, dim).normal_(0.0, 0.1))
+
+    def forward(self, rows: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            rows: (...,) long, row of each word in the vectors table, -1 if absent.
+            frozen: (..., dim) float, the table's vector for rows >= n_rows (else ignored).
+        Returns:
+            (..., dim) float.
+        """
+        unk = self.n_rows
+        idx = torch.where(rows < 0, torch.full_like(rows, unk), torch.where(rows < unk, rows, torch.full_like(rows, unk)))
+        tuned = self.weight[idx]  # (..., dim)
+        use_frozen = (rows >= unk).unsqueeze(-1)  # (..., 1)
+        return torch.where(use_frozen, frozen.to(tuned.dtype), tuned)
+
+
+class CharWordEmbedder(nn.Module):
+    """[word embedding; character BiLSTM feature] per token (LD-Net section 4.1).
+
+    Output width is ``word_dim + char_out_dim``.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_word_rows: int,
+        word_dim: int,
+        n_chars: int,
+        char_dim: int,
+        char_hidden_dim: int,
+        char_out_dim: int,
+        char_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.words = FinetunedWordEmbedding(n_word_rows, word_dim)
+        self.chars = CharBiLSTM(n_chars, char_dim, char_hidden_dim, char_out_dim, char_dropout)
+        self.output_dim = word_dim + char_out_dim
+
+    def forward(
+        self,
+        word_rows: torch.Tensor,
+        frozen_vectors: torch.Tensor,
+        char_ids: torch.Tensor,
+        char_lengths: torch.Tensor,
+        fw_index: torch.Tensor,
+        bw_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            word_rows: (S, T) long; frozen_vectors: (S, T, word_dim) float;
+            char_ids, char_lengths, fw_index, bw_index: as in :class:`CharBiLSTM`.
+        Returns:
+            (S, T, word_dim + char_out_dim) float.
+        """
+        w = self.words(word_rows, frozen_vectors)  # (S, T, word_dim)
+        c = self.chars(char_ids, char_lengths, fw_index, bw_index)  # (S, T, char_out_dim)
+        return torch.cat([w, c], dim=-1)

@@ -1,0 +1,313 @@
+"""The ``ldnet_ner`` pipeline component: BiLSTM-CRF named-entity recognition.
+
+LD-Net (Liu et al., EMNLP 2018, section 4.1): token features from an
+embedding sublayer, a word-level BiLSTM giving emission scores over BILUO
+(= IOBES) tags, a linear-chain CRF with a transition-constraint mask, trained
+by the negative log-likelihood (forward algorithm) and decoded by Viterbi.
+"""
+import os
+from itertools import islice
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+import srsly
+import torch
+from spacy import util
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Model
+from thinc.types import Floats2d
+
+from ..embed.featurize import Segments
+from .model import build_head, get_head, has_head
+from .tags import allowed_transitions, biluo_tag_names
+
+DEFAULT_MODEL_CONFIG = """
+[model]
+@architectures = "spacy_ldnet.BiLSTMCRFTagger.v1"
+hidden_width = 200
+num_layers = 1
+dropout = 0.5
+max_sequence_length = 256
+mixed_precision = false
+
+[model.tok2vec]
+@architectures = "spacy_ldnet.CharWordEmbedder.v1"
+n_word_rows = 50000
+word_width = 50
+n_chars = 512
+char_width = 30
+char_hidden_width = 50
+char_output_width = 50
+char_dropout = 0.0
+max_sequence_length = 256
+load_glove_if_empty = true
+"""
+DEFAULT_MODEL = util.load_config_from_str(DEFAULT_MODEL_CONFIG)["model"]
+
+
+@Language.factory(
+    "ldnet_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}},
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_ldnet_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable]) -> "LDNetNER":
+    """Create an :class:`LDNetNER` component (``nlp.add_pipe("ldnet_ner")``)."""
+    return LDNetNER(nlp.vocab, model, name, scorer=scorer)
+
+
+class LDNetNER(TrainablePipe):
+    """BiLSTM-CRF named-entity recogniser (LD-Net, section 4.1).
+
+    Model: ``List[Doc] -> List[Floats2d]`` emission scores (one (n_tokens,
+    n_tags) array per doc), built by ``spacy_ldnet.BiLSTMCRFTagger.v1``; its
+    torch head also holds the CRF transition scores.
+
+    Tags: BILUO over the labels, index 0 = ``O``; transitions that cannot occur
+    in a well-formed BILUO sequence (``I``/``L`` after ``O``, another type
+    inside an entity, an open entity at the end) are masked in both training
+    (the partition function sums over allowed paths only) and Viterbi.
+
+    Sequences: each doc is read as the token sequences of
+    :func:`spacy_ldnet.sequences.sequence_spans` (its sentences, if set; else
+    windows of at most ``max_sequence_length`` tokens).
+
+    Loss: CRF negative log-likelihood, summed over sequences and divided by
+    their number. Sequences whose gold annotation is incomplete (missing or
+    misaligned tokens) are left out of the loss.
+
+    ``cfg`` holds ``labels`` and ``input_width`` (the embedding width); both are
+    restored before the weights, so a saved pipeline rebuilds its torch shapes.
+
+    Raises:
+        ValueError: using the component before ``initialize`` (no labels);
+            adding a label after the output layer exists.
+    """
+
+    def __init__(self, vocab: Vocab, model: Model, name: str = "ldnet_ner", *, scorer: Optional[Callable] = None):
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict = {"labels": [], "input_width": None}
+        self._torch_threads_pid = os.getpid()
+
+    # ------------------------------------------------------------------ labels
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.cfg["labels"])
+
+    @property
+    def tag_names(self) -> List[str]:
+        """BILUO tags, index 0 = ``O`` (see :func:`spacy_ldnet.ner.tags.biluo_tag_names`)."""
+        return biluo_tag_names(self.labels)
+
+    def add_label(self, label: str) -> int:
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"ldnet_ner labels must be non-empty strings, got {label!r}")
+        if label in self.cfg["labels"]:
+            return 0
+        if has_head(self.model):
+            raise ValueError(
+                f"Cannot add label {label!r}: the ldnet_ner output layer is already built for "
+                f"{list(self.labels)}. Fix: add all labels before nlp.initialize(), or pass "
+                f"labels to initialize (e.g. from 'spacy init labels')."
+            )
+        self.cfg["labels"].append(label)
+        self.vocab.strings.add(label)
+        return 1
+
+    # -------------------------------------------------------------- initialize
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Set the labels (given, or read from the examples' entities), initialise
+        the embedding sublayer and build the BiLSTM-CRF head."""
+        validate_get_examples(get_examples, "LDNetNER.initialize")
+        if labels is not None:
+            for label in labels:
+                self.add_label(label)
+        else:
+            found = set(self.cfg["labels"])
+            for eg in get_examples():
+                found.update(ent.label_ for ent in eg.reference.ents)
+            for label in sorted(found):
+                self.add_label(label)
+        if not self.labels:
+            raise ValueError(
+                "ldnet_ner found no entity labels: the training examples have no entities and no "
+                "labels were given. Fix: check the corpus, or pass labels to initialize."
+            )
+        sample = [eg.predicted for eg in islice(get_examples(), 16)]
+        self.model.initialize(X=sample or None)
+        tok2vec = self.model.get_ref("tok2vec")
+        if tok2vec.has_dim("nO") and tok2vec.get_dim("nO"):
+            width = int(tok2vec.get_dim("nO"))
+        else:
+            width = int(tok2vec.predict(sample)[0].shape[1])
+        self.cfg["input_width"] = width
+        self._build_head()
+
+    def _build_head(self) -> None:
+        build_head(self.model, int(self.cfg["input_width"]), allowed_transitions(self.tag_names))
+
+    def _check_initialized(self) -> None:
+        if not has_head(self.model):
+            raise ValueError(
+                f"The '{self.name}' component (ldnet_ner) is not initialized: it has no labels and no "
+                f"output layer. Fix: call nlp.initialize() (or train with 'spacy train') before using "
+                f"it, or load a trained pipeline with spacy.load()."
+            )
+
+    # ----------------------------------------------------------------- predict
+    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
+        """Viterbi-decode each doc. Returns one (n_tokens,) int array of tag ids per doc."""
+        docs = list(docs)
+        self._check_initialized()
+        self._configure_worker_threads()
+        if not any(len(doc) for doc in docs):
+            return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+        scores = self.model.predict(docs)
+        segments = Segments.from_docs(docs, self.model.attrs["max_sequence_length"])
+        head = get_head(self.model)
+        E, mask = self._pad(segments.split(scores), head)
+        paths, _ = head.crf.viterbi_decode(E, mask)
+        out = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+        for (i, s, e), path in zip(segments.spans, paths):
+            out[i][s:e] = path
+        return out
+
+    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[numpy.ndarray]) -> None:
+        names = self.tag_names
+        for doc, ids in zip(docs, tag_ids):
+            if len(doc) == 0:
+                continue
+            doc.ents = biluo_tags_to_spans(doc, [names[int(i)] for i in ids])
+
+    # -------------------------------------------------------------------- loss
+    def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
+        """CRF negative log-likelihood and its gradient w.r.t. the emission scores.
+
+        The gradient w.r.t. the CRF transition scores is accumulated in the torch
+        head's ``.grad`` and applied by ``finish_update``.
+        """
+        validate_examples(examples, "LDNetNER.get_loss")
+        examples = list(examples)
+        docs = [eg.predicted for eg in examples]
+        head = get_head(self.model)
+        tag_index = {name: i for i, name in enumerate(self.tag_names)}
+        segments = Segments.from_docs(docs, self.model.attrs["max_sequence_length"])
+        gold = [eg.get_aligned_ner() for eg in examples]
+        keep: List[int] = []
+        gold_ids: List[List[int]] = []
+        for k, (i, s, e) in enumerate(segments.spans):
+            tags = gold[i][s:e]
+            if any(t is None or t == "-" or t not in tag_index for t in tags):
+                continue
+            keep.append(k)
+            gold_ids.append([tag_index[t] for t in tags])
+        d_scores = [self.model.ops.alloc2f(*s.shape) for s in scores]
+        if not keep:
+            return 0.0, d_scores
+        seq_scores = segments.split(scores)
+        E, mask = self._pad([seq_scores[k] for k in keep], head, requires_grad=True)
+        tags = torch.zeros(mask.shape, dtype=torch.long, device=E.device)
+        for row, ids in enumerate(gold_ids):
+            tags[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        loss = head.crf.neg_log_likelihood(E, tags, mask, reduction="sum") / len(keep)
+        loss.backward()
+        dE = E.grad.detach().float().cpu().numpy()  # (S', T, K)
+        for row, k in enumerate(keep):
+            i, s, e = segments.spans[k]
+            d_scores[i][s:e] = self.model.ops.asarray2f(dE[row, : e - s])
+        return float(loss.item()), d_scores
+
+    @staticmethod
+    def _pad(seqs: Sequence[Floats2d], head: torch.nn.Module, requires_grad: bool = False):
+        """Per-sequence (len, K) arrays -> ((S, T, K) tensor, (S, T) bool mask) on the head's device."""
+        device = next(head.parameters()).device
+        lengths = [len(s) for s in seqs]
+        T, K = max(lengths), seqs[0].shape[1]
+        E = numpy.zeros((len(seqs), T, K), dtype="float32")
+        for row, s in enumerate(seqs):
+            E[row, : len(s)] = s.get() if hasattr(s, "get") else s
+        mask = numpy.arange(T)[None, :] < numpy.asarray(lengths)[:, None]
+        Et = torch.from_numpy(E).to(device).requires_grad_(requires_grad)
+        return Et, torch.from_numpy(mask).to(device)
+
+    def _configure_worker_threads(self) -> None:
+        # nlp.pipe(n_process>1) forks workers: one torch thread each, or they
+        # oversubscribe the cores (and can deadlock in OpenMP).
+        pid = os.getpid()
+        if pid != self._torch_threads_pid:
+            torch.set_num_threads(1)
+            self._torch_threads_pid = pid
+
+    # ----------------------------------------------------------- serialization
+    def _ensure_head_from_cfg(self) -> None:
+        if self.cfg.get("labels") and self.cfg.get("input_width") and not has_head(self.model):
+            self._build_head()
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        serialize = {
+            "cfg": lambda: srsly.json_dumps(self.cfg),
+            "vocab": lambda: self.vocab.to_bytes(exclude=exclude),
+            "model": lambda: self.model.to_bytes(),
+        }
+        return util.to_bytes(serialize, exclude)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "LDNetNER":
+        def load_model(b: bytes) -> None:
+            self._ensure_head_from_cfg()
+            self.model.from_bytes(b)
+
+        deserialize = {
+            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
+            "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
+            "model": load_model,
+        }
+        util.from_bytes(bytes_data, deserialize, exclude)
+        return self
+
+    def to_disk(self, path, *, exclude=tuple()) -> None:
+        path = util.ensure_path(path)
+        serialize = {
+            "cfg": lambda p: srsly.write_json(p, self.cfg),
+            "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
+            "model": lambda p: p.write_bytes(self.model.to_bytes()),
+        }
+        util.to_disk(path, serialize, exclude)
+
+    def from_disk(self, path, *, exclude=tuple()) -> "LDNetNER":
+        path = util.ensure_path(path)
+
+        def load_model(p) -> None:
+            self._ensure_head_from_cfg()
+            try:
+                self.model.from_bytes(p.read_bytes())
+            except (ValueError, KeyError, RuntimeError, IndexError) as e:
+                raise ValueError(
+                    f"Could not load the ldnet_ner weights from {p}: {e}. The file is corrupt or was "
+                    f"saved with a different model config. Fix: re-save the pipeline, or check that its "
+                    f"config.cfg matches the one it was trained with."
+                ) from e
+
+        deserialize = {
+            "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
+            "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
+            "model": load_model,
+        }
+        util.from_disk(path, deserialize, exclude)
+        return self

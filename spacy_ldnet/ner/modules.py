@@ -1,0 +1,59 @@
+"""Torch head of ``ldnet_ner``: word-level BiLSTM -> emission scores, plus the CRF.
+
+Self-contained torch (no spaCy or thinc imports). LD-Net section 4.1 /
+Lample et al. (2016) section 2: a BiLSTM over the token features, a linear
+layer giving emission scores per tag, and a linear-chain CRF on top.
+"""
+from typing import Optional
+
+import numpy
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .crf import ConditionalRandomField
+
+
+class BiLSTMCRFHead(nn.Module):
+    """Word BiLSTM + emission layer + CRF.
+
+    Args:
+        input_dim: width of the token features (the embedding sublayer's output).
+        hidden_dim: word LSTM width per direction.
+        num_tags: K, size of the BILUO tag inventory.
+        constraint_mask: (K+2, K+2) bool, allowed transitions incl. START/END
+            (see :func:`spacy_ldnet.ner.tags.allowed_transitions`).
+        dropout: dropout on the LSTM input and output.
+        num_layers: stacked BiLSTM layers.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        num_tags: int,
+        constraint_mask: Optional[numpy.ndarray] = None,
+        dropout: float = 0.5,
+        num_layers: int = 1,
+    ):
+        super().__init__()
+        self.lstm = nn.LSTM(
+            input_dim, hidden_dim, num_layers=num_layers, batch_first=True, bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.emission = nn.Linear(2 * hidden_dim, num_tags)
+        self.crf = ConditionalRandomField(num_tags, constraint_mask)
+
+    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            X: (S, T, input_dim) float token features, zero-padded.
+            lengths: (S,) long, tokens per sequence (>= 1), on CPU.
+        Returns:
+            (S, T, num_tags) emission scores; padded positions are 0.
+        """
+        packed = pack_padded_sequence(self.dropout(X), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        H, _ = self.lstm(packed)
+        H, _ = pad_packed_sequence(H, batch_first=True, total_length=X.shape[1])  # (S, T, 2*hidden)
+        return self.emission(self.dropout(H))  # (S, T, num_tags)
