@@ -12,6 +12,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """LD-Net for spaCy: language-model pretraining, layer selection and pruning."""
+
+
 # Command modules (each does ``@app.command(...)``):
 from . import convert  # noqa: E402,F401
 
