@@ -1,0 +1,53 @@
+"""Dense LSTM language model (LD-Net) with softmax, adaptive and continuous (ELMo-C) outputs.
+
+Self-contained: depends on torch (and numpy / safetensors), never on spaCy or
+thinc. Public API:
+
+* :class:`LMConfig`, :class:`DenseLSTMEncoder`, :class:`DenseLSTMLM`,
+  :class:`LMOutput`, :func:`reverse_padded`, :func:`dense_output_columns`
+  (``model.py``)
+* :class:`SoftmaxOutput`, :class:`AdaptiveSoftmaxOutput`,
+  :class:`ContinuousOutput`, :func:`build_output_layer`,
+  :func:`vmf_log_normaliser`, :func:`glove_target_table` (``outputs.py``)
+* :func:`save_lm`, :func:`load_lm`, :class:`LMCheckpointError`
+  (``checkpoint.py``)
+"""
+from .model import (
+    CONTINUOUS_OUTPUTS,
+    DIRECTIONS,
+    OUTPUT_TYPES,
+    DenseLSTMEncoder,
+    DenseLSTMLM,
+    LMConfig,
+    LMOutput,
+    dense_output_columns,
+    reverse_padded,
+)
+from .outputs import (
+    AdaptiveSoftmaxOutput,
+    ContinuousOutput,
+    OutputLayer,
+    SoftmaxOutput,
+    build_output_layer,
+    glove_target_table,
+    vmf_log_normaliser,
+)
+
+__all__ = [
+    "CONTINUOUS_OUTPUTS",
+    "DIRECTIONS",
+    "OUTPUT_TYPES",
+    "AdaptiveSoftmaxOutput",
+    "ContinuousOutput",
+    "DenseLSTMEncoder",
+    "DenseLSTMLM",
+    "LMConfig",
+    "LMOutput",
+    "OutputLayer",
+    "SoftmaxOutput",
+    "build_output_layer",
+    "dense_output_columns",
+    "glove_target_table",
+    "reverse_padded",
+    "vmf_log_normaliser",
+]
