@@ -9,7 +9,8 @@ thinc. Public API:
 * :class:`SoftmaxOutput`, :class:`AdaptiveSoftmaxOutput`,
   :class:`ContinuousOutput`, :func:`build_output_layer`,
   :func:`vmf_log_normaliser`, :func:`glove_target_table` (``outputs.py``)
-* :func:`save_lm`, :func:`load_lm`, :class:`LMCheckpointError`
+* :func:`save_lm`, :func:`load_lm`, :func:`read_lm_config`,
+  :class:`LMCheckpointError`
   (``checkpoint.py``)
 """
 from .model import (
@@ -23,6 +24,7 @@ from .model import (
     dense_output_columns,
     reverse_padded,
 )
+from .checkpoint import LMCheckpointError, load_lm, read_lm_config, save_lm
 from .outputs import (
     AdaptiveSoftmaxOutput,
     ContinuousOutput,
@@ -41,6 +43,7 @@ __all__ = [
     "ContinuousOutput",
     "DenseLSTMEncoder",
     "DenseLSTMLM",
+    "LMCheckpointError",
     "LMConfig",
     "LMOutput",
     "OutputLayer",
@@ -48,6 +51,9 @@ __all__ = [
     "build_output_layer",
     "dense_output_columns",
     "glove_target_table",
+    "load_lm",
+    "read_lm_config",
     "reverse_padded",
+    "save_lm",
     "vmf_log_normaliser",
 ]
