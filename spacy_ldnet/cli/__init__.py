@@ -21,6 +21,7 @@ def _root() -> None:
 
 # Command modules (each does ``@app.command(...)``):
 from . import convert  # noqa: E402,F401
+from . import pretrain_lm  # noqa: E402,F401
 
 
 def main() -> None:
