@@ -22,6 +22,7 @@ def _root() -> None:
 # Command modules (each does ``@app.command(...)``):
 from . import convert  # noqa: E402,F401
 from . import pretrain_lm  # noqa: E402,F401
+from . import lm_info  # noqa: E402,F401
 
 
 def main() -> None:

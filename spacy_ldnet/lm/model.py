@@ -47,11 +47,13 @@ Design decisions (documented here once, referred to elsewhere)
   layer reads the dense output directly (the continuous output layer has its
   own linear map to the target-embedding width, so it needs no projection).
 * **Direction.** The model always reads left to right. A *backward* LM is the
-  same model trained on sequences reversed *by the data pipeline*
-  (:mod:`spacy_ldnet.lm.data` calls :func:`reverse_padded` on each batch before
-  building targets). To get backward features aligned with the original token
-  order use :meth:`DenseLSTMEncoder.encode_text_order`, which reverses the
-  input, encodes, and reverses the output back.
+  same model trained on sentences reversed *by the data pipeline*
+  (:mod:`spacy_ldnet.lm.data` reverses each sentence's words before adding the
+  boundary tokens and building next-token targets). :func:`reverse_padded` is
+  the same reversal applied to a padded batch; to get backward features
+  aligned with the original token order use
+  :meth:`DenseLSTMEncoder.encode_text_order`, which reverses the input rows,
+  encodes, and reverses the output rows back.
 * **Initialisation.** PyTorch defaults (LSTM weights ~ U(-1/sqrt(h), 1/sqrt(h)),
   embedding ~ N(0, 1)), except that the forget-gate bias of every LSTM starts
   at 1 (``bias_ih`` forget slice = 1, ``bias_hh`` forget slice = 0).
@@ -262,8 +264,8 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     lengths[b]`` of row ``b`` receives ``x[b, lengths[b] - 1 - t]``; padding
     positions keep their values. The function is its own inverse.
 
-    This is *the* reversal used for backward LMs: the data pipeline applies it
-    to token ids (before building next-token targets), and
+    This is the backward-LM reversal on padded batches (the data pipeline
+    reverses sentences before padding, which is the same thing);
     :meth:`DenseLSTMEncoder.encode_text_order` applies it to inputs and
     outputs.
 

@@ -47,7 +47,7 @@ def _log_bessel_series_sum(v: float, kappa: Tensor) -> Tensor:
     and its tail to well below float64 precision.
     """
     k = kappa.double()
-    n_terms = int(math.ceil(float(k.max()))) + 60 if k.numel() else 1
+    n_terms = int(math.ceil(float(k.detach().max()))) + 60 if k.numel() else 1
     j = torch.arange(1, n_terms, dtype=torch.float64, device=k.device)
     log_half = torch.log(k / 2).unsqueeze(-1)
     terms = 2 * j * log_half - torch.lgamma(j + 1) - torch.lgamma(j + v + 1)
@@ -164,7 +164,8 @@ class AdaptiveSoftmaxOutput(OutputLayer):
         div_value: tail projection widths shrink by this factor per cluster.
 
     Raises:
-        ValueError: invalid cutoffs.
+        ValueError: invalid cutoffs, or a tail projection width
+            ``in_dim // div_value ** (i + 1)`` below 1.
     """
 
     def __init__(self, in_dim: int, vocab_size: int, cutoffs: Sequence[int], div_value: float = 4.0):
@@ -173,6 +174,13 @@ class AdaptiveSoftmaxOutput(OutputLayer):
         if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] <= 0 or cutoffs[-1] >= vocab_size:
             raise ValueError(
                 f"adaptive softmax cutoffs must be strictly increasing in (0, {vocab_size}), got {cutoffs}"
+            )
+        tail_widths = [int(in_dim // (div_value ** (i + 1))) for i in range(len(cutoffs))]
+        if min(tail_widths) < 1:
+            raise ValueError(
+                f"adaptive softmax: input width {in_dim} with div_value={div_value} gives tail "
+                f"projection widths {tail_widths}; every width must be >= 1. Fix: fewer cutoffs, a "
+                f"smaller div_value or a wider input."
             )
         self.in_dim, self.vocab_size = int(in_dim), int(vocab_size)
         self.asm = nn.AdaptiveLogSoftmaxWithLoss(
