@@ -183,6 +183,21 @@ def test_stream_backward_reverses(tmp_path):
             assert xb[0] == 2 and xb[1:n] == xf[1:n][::-1]
 
 
+def test_backward_matches_model_reverse_padded(tmp_path):
+    """The data-side reversal is the model's reverse_padded on the word ids (shared convention)."""
+    from spacy_ldnet.lm.model import reverse_padded
+
+    path = _corpus(tmp_path, n=30)
+    vocab, _ = build_vocab([path])
+    fw = BatchStream([path], vocab, batch_size=4, buffer_size=8, direction="forward")
+    bw = BatchStream([path], vocab, batch_size=4, buffer_size=8, direction="backward")
+    bf, bb = next(iter(fw)), next(iter(bw))
+    words = bf.token_ids[:, 1:]  # drop <s>; padding stays at the right
+    rev = reverse_padded(words, bf.lengths - 1)
+    assert torch.equal(bb.token_ids[:, 1:], rev)
+    assert torch.equal(bb.token_ids[:, 0], bf.token_ids[:, 0])
+
+
 def test_long_sentences_are_split(tmp_path):
     path = _write(tmp_path / "long.txt", [" ".join(["x"] * 25)])
     vocab, _ = build_vocab([path])

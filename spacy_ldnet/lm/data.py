@@ -27,13 +27,18 @@ embedder (:mod:`spacy_ldnet.embed`):
     targets ``wn .. w1 </s>``.
 
   The model always reads left to right; ``direction="backward"`` is purely a
-  data-side reversal. At inference the embedder prepends ``<s>`` (stored as
-  ``extra["bos"]`` in the checkpoint) to the sentence for the forward LM and
-  to the *reversed* sentence for the backward LM. The forward LM's output at
-  input position ``i`` (``i = 1..n``, after reading ``wi``) is the left context
-  feature of ``wi``; the backward LM's output after reading ``wi`` (position
-  ``n - i + 1`` of the reversed input) is its right context feature. ``</s>``
-  is only ever a target, never an input.
+  data-side reversal, the same as
+  :func:`spacy_ldnet.lm.model.reverse_padded` applied to the word ids before
+  ``<s>`` is prepended (tested). At inference the embedder feeds
+  ``<s> w1 .. wn`` to the forward LM and takes its outputs at positions
+  ``1..n`` (the state after reading ``wi`` is the left-context feature of
+  ``wi``). For the backward LM it either feeds ``<s> wn .. w1`` and reverses
+  the outputs at positions ``1..n``, or, equivalently, feeds ``w1 .. wn <s>``
+  (boundary token *appended*) to
+  :meth:`~spacy_ldnet.lm.model.DenseLSTMEncoder.encode_text_order`, which
+  reverses, encodes and reverses back, and takes positions ``0..n-1``.
+  ``<s>`` is stored as ``extra["bos"]`` in checkpoints written by the
+  pretraining command. ``</s>`` is only ever a target, never an input.
 * **Sharding.** Sentence number ``i`` (counting non-empty lines over the
   concatenated training files, from 0) belongs to rank ``i % world_size``.
 * **Determinism.** Batches depend only on ``(seed, epoch, rank, world_size,

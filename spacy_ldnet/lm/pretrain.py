@@ -723,7 +723,7 @@ def _pretrain(cfg: PretrainConfig, dist: _Dist, step_callback) -> dict:
                    "loss": win_loss / max(1.0, win_targets), "tokens_per_s": win_tokens / dt}
             _append_log(log_path, rec)
             if pbar is not None:
-                pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False)
+                pbar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False)
             win_loss = win_targets = win_tokens = 0.0
             win_t0 = time.time()
         if pbar is not None:
