@@ -11,6 +11,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..torch_utils import native_cpu_lstm
+
+
 
 class CharBiLSTM(nn.Module):
     """Character-level BiLSTM over a whole sentence (LD-Net section 4.1).
@@ -55,7 +58,8 @@ class CharBiLSTM(nn.Module):
         """
         emb = self.dropout(self.embed(char_ids))  # (S, C, char_dim)
         packed = pack_padded_sequence(emb, char_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
+        with native_cpu_lstm():
+            out, _ = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=char_ids.shape[1])  # (S, C, 2H)
         H = self.hidden_dim
         fw = torch.gather(out[:, :, :H], 1, fw_index.unsqueeze(-1).expand(-1, -1, H))  # (S, T, H)

@@ -11,6 +11,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..torch_utils import native_cpu_lstm
+
+
 from .crf import ConditionalRandomField
 
 
@@ -54,6 +57,7 @@ class BiLSTMCRFHead(nn.Module):
             (S, T, num_tags) emission scores; padded positions are 0.
         """
         packed = pack_padded_sequence(self.dropout(X), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        H, _ = self.lstm(packed)
+        with native_cpu_lstm():
+            H, _ = self.lstm(packed)
         H, _ = pad_packed_sequence(H, batch_first=True, total_length=X.shape[1])  # (S, T, 2*hidden)
         return self.emission(self.dropout(H))  # (S, T, num_tags)
