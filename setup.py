@@ -44,6 +44,9 @@ setup(
             "spacy_ldnet.CharWordEmbedder.v1 = spacy_ldnet.embed.embedder:build_char_word_embedder",
             "spacy_ldnet.BiLSTMCRFTagger.v1 = spacy_ldnet.ner.model:build_bilstm_crf_tagger",
         ],
+        "spacy_misc": [
+            "spacy_ldnet.minilm_path.v1 = spacy_ldnet.embed.minilm:minilm_path",
+        ],
         "spacy_callbacks": [
             "spacy_ldnet.glove_vectors.v1 = spacy_ldnet.embed.glove:create_glove_vectors_callback",
         ],
