@@ -17,6 +17,7 @@ from spacy_ldnet.lm.checkpoint import load_lm
 from spacy_ldnet.lm.pretrain import (
     PretrainConfig,
     PretrainError,
+    export_model,
     find_latest_checkpoint,
     param_digest,
     parse_duration,
@@ -109,6 +110,15 @@ def test_tiny_corpus_overfits(tmp_path):
     assert vocab[:4] == ["<pad>", "<unk>", "<s>", "</s>"] and "zürich" in vocab
     metrics = json.loads((Path(cfg.output) / "metrics.json").read_text())
     assert metrics["step"] == 150 and metrics["ranks_in_sync"]
+    # fp16 export for shipping: half the size, same weights up to fp16 rounding, training summary kept
+    dest = export_model(cfg.output, tmp_path / "shipped", dtype="float16")
+    small, vocab16, extra16 = load_lm(dest)
+    assert vocab16 == vocab and extra16["training"]["steps"] == 150
+    assert extra16["training"]["last_valid"]["valid_ppl"] == metrics["last_valid"]["valid_ppl"]
+    size32 = (Path(cfg.output) / "model" / "model.safetensors").stat().st_size
+    assert (dest / "model.safetensors").stat().st_size < 0.6 * size32
+    for (k, x), (_, y) in zip(model.state_dict().items(), small.state_dict().items()):
+        assert torch.allclose(x.float(), y.float(), atol=1e-2, rtol=1e-2), k
 
 
 class _Killed(Exception):

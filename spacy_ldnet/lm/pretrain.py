@@ -824,3 +824,48 @@ def _jsonable(d):
     if isinstance(d, (list, tuple)):
         return [_jsonable(v) for v in d]
     return d
+
+
+def export_model(run_dir, dest, *, dtype: str = "float16", extra: Optional[dict] = None) -> Path:
+    """Copy the final model of a pretraining run to ``dest`` in ``dtype`` storage.
+
+    run_dir: a ``--output`` directory holding ``model/`` (or a checkpoint
+        directory written by ``save_lm``); dest: the new checkpoint directory
+        (``model.safetensors`` + ``config.json`` + ``vocab.txt``).
+    The run's ``extra`` (direction, lowercase, bos, ...) is kept; ``extra``
+    adds to it, and a ``training`` entry summarises ``metrics.json``
+    (steps, tokens seen, training seconds, last validation figures).
+
+    Returns: ``dest``. Raises: PretrainError if the run has no model.
+    """
+    from .checkpoint import load_lm, save_lm
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    src = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
+    if not (src / "config.json").is_file():
+        raise PretrainError(f"No model in {run_dir} (expected {run_dir / 'model'}). Fix: finish the run first.")
+    model, vocab, old_extra = load_lm(src)
+    info = dict(old_extra)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        m = json.loads(metrics_path.read_text(encoding="utf-8"))
+        info["training"] = {
+            "steps": m.get("step"),
+            "tokens_seen": m.get("tokens_seen"),
+            "train_seconds": round(float(m.get("elapsed_s", 0.0)), 1),
+            "world_size": m.get("world_size"),
+            "threads": m.get("threads"),
+            "device": m.get("device"),
+            "train_files": [Path(p).name for p in m.get("config", {}).get("train", [])],
+            "last_valid": {k: v for k, v in (m.get("last_valid") or {}).items()
+                           if k.startswith(("valid_", "nn_"))},
+        }
+    info.update(extra or {})
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_lm(model, vocab, tmp, dtype=dtype, extra=info)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
