@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job (README): set up .venv, then run the project's `all` workflow:
+# convert CoNLL-2003, train, evaluate dev/test, benchmark speed, package,
+# check the wheel in a fresh virtualenv, print the report.
+# Extra arguments go to `spacy project run`, e.g. --vars.data_dir /path/to/data
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash project/setup_env.sh .venv
+export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec spacy project run all . "$@"
