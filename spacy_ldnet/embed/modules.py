@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from ..torch_utils import native_cpu_lstm
 
@@ -56,14 +56,20 @@ class CharBiLSTM(nn.Module):
         Returns:
             (S, T, out_dim) float; rows at padded word positions are arbitrary.
         """
-        emb = self.dropout(self.embed(char_ids))  # (S, C, char_dim)
-        packed = pack_padded_sequence(emb, char_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        # Pack the ids, not the embeddings: no padded (S, C, D) tensor is ever built.
+        ids = pack_padded_sequence(char_ids, char_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        emb = self.dropout(self.embed(ids.data))  # (N_chars, char_dim), time-major packed order
+        packed = PackedSequence(emb, ids.batch_sizes, ids.sorted_indices, ids.unsorted_indices)
         with native_cpu_lstm():
-            out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=char_ids.shape[1])  # (S, C, 2H)
+            out, _ = self.lstm(packed)  # out.data: (N_chars, 2H)
+        # Row of (sequence s, character c) in the packed data: the rows of time
+        # step c start at offsets[c]; s sits at its rank in the length-sorted order.
+        batch_sizes = ids.batch_sizes  # (C,) on CPU
+        offsets = (torch.cumsum(batch_sizes, 0) - batch_sizes).to(char_ids.device)  # (C,)
+        rank = ids.unsorted_indices.unsqueeze(1)  # (S, 1)
         H = self.hidden_dim
-        fw = torch.gather(out[:, :, :H], 1, fw_index.unsqueeze(-1).expand(-1, -1, H))  # (S, T, H)
-        bw = torch.gather(out[:, :, H:], 1, bw_index.unsqueeze(-1).expand(-1, -1, H))  # (S, T, H)
+        fw = out.data[offsets[fw_index] + rank, :H]  # (S, T, H) forward state at the space after word t
+        bw = out.data[offsets[bw_index] + rank, H:]  # (S, T, H) backward state at word t's first char
         return self.proj(torch.cat([fw, bw], dim=-1))  # (S, T, out_dim)
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..torch_utils import native_cpu_lstm
 
@@ -56,8 +56,11 @@ class BiLSTMCRFHead(nn.Module):
         Returns:
             (S, T, num_tags) emission scores; padded positions are 0.
         """
-        packed = pack_padded_sequence(self.dropout(X), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(X, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = PackedSequence(self.dropout(packed.data), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         with native_cpu_lstm():
-            H, _ = self.lstm(packed)
-        H, _ = pad_packed_sequence(H, batch_first=True, total_length=X.shape[1])  # (S, T, 2*hidden)
-        return self.emission(self.dropout(H))  # (S, T, num_tags)
+            H, _ = self.lstm(packed)  # H.data: (N_tokens, 2*hidden)
+        # Emission scores on the packed rows, then pad only the (.., num_tags) result.
+        E = PackedSequence(self.emission(self.dropout(H.data)), H.batch_sizes, H.sorted_indices, H.unsorted_indices)
+        E, _ = pad_packed_sequence(E, batch_first=True, total_length=X.shape[1])  # (S, T, num_tags)
+        return E
