@@ -16,7 +16,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["spacy_ldnet", "spacy_ldnet.*"]),
-    package_data={"spacy_ldnet": ["configs/*.cfg", "lm/default/*"]},
+    # The shipped default LMs (issue 3): spacy_ldnet/lm/default/{forward,backward}/*
+    package_data={"spacy_ldnet": ["lm/default/*/*"]},
     include_package_data=True,
     install_requires=[
         # torch is pinned by the install scripts (see README); any 2.x works.
