@@ -118,7 +118,6 @@ def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
 def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
     width = model.get_dim("nO")
     segments = Segments.from_docs(docs, model.attrs["max_sequence_length"])
-    doc_lengths = [len(doc) for doc in docs]
     if not segments.spans:
         return [model.ops.alloc2f(0, width) for _ in docs], lambda d: []
     feats = featurize(
@@ -130,7 +129,7 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats
     )
     Y3d, bp_padded = model.layers[0](feats, is_train)  # (S, T, nO)
     per_seq = model.ops.unpad(Y3d, segments.lengths.tolist())
-    Y = segments.join(per_seq, len(docs), doc_lengths, width, model.ops)
+    Y = segments.join(per_seq, len(docs), width, model.ops)
 
     def backprop(dY: List[Floats2d]) -> List[Doc]:
         d_seqs = segments.split(dY)

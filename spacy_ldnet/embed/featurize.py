@@ -30,7 +30,7 @@ class Segments:
         """Per-doc (n_tokens, D) arrays -> per-sequence (length, D) arrays."""
         return [doc_arrays[i][s:e] for i, s, e in self.spans]
 
-    def join(self, seq_arrays: Sequence, n_docs: int, doc_lengths: Sequence[int], width: int, ops) -> List:
+    def join(self, seq_arrays: Sequence, n_docs: int, width: int, ops) -> List:
         """Per-sequence arrays -> per-doc arrays (docs with no tokens get (0, width))."""
         out = [[] for _ in range(n_docs)]
         for (i, _, _), arr in zip(self.spans, seq_arrays):

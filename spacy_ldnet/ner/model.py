@@ -122,9 +122,8 @@ def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
 
 
 def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
-    head = model.get_ref("head") if model.has_ref("head") else None
-    if head is None:
-        get_head(model)  # raises the clear error
+    get_head(model)  # raises a clear error before initialize
+    head = model.get_ref("head")
     n_tags = model.get_dim("nO")
     X, bp_X = model.get_ref("tok2vec")(docs, is_train)
     segments = Segments.from_docs(docs, model.attrs["max_sequence_length"])
@@ -133,13 +132,12 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats
     lengths = segments.lengths.tolist()
     Xpad = model.ops.pad(segments.split(X))  # (S, T, nI)
     E3d, bp_E = head((Xpad, segments.lengths), is_train)  # (S, T, n_tags)
-    Y = segments.join(model.ops.unpad(E3d, lengths), len(docs), [len(d) for d in docs], n_tags, model.ops)
+    Y = segments.join(model.ops.unpad(E3d, lengths), len(docs), n_tags, model.ops)
 
     def backprop(dY: List[Floats2d]) -> List[Floats2d]:
         dXpad = bp_E(model.ops.pad(segments.split(dY)))  # (S, T, nI)
         dX_seqs = model.ops.unpad(dXpad, lengths)
-        widths = X[0].shape[1] if X else 0
-        dX = segments.join(dX_seqs, len(docs), [len(d) for d in docs], widths, model.ops)
+        dX = segments.join(dX_seqs, len(docs), X[0].shape[1], model.ops)
         return bp_X(dX)
 
     return Y, backprop
