@@ -21,6 +21,8 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d
 
+from ..thinc_utils import convert_padded_outputs
+
 from .featurize import CharWordFeatures, Segments, featurize
 from .modules import CharWordEmbedder
 
@@ -69,7 +71,7 @@ def build_char_word_embedder(
         char_out_dim=char_output_width,
         char_dropout=char_dropout,
     )
-    wrapped = PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
+    wrapped = PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
     return Model(
         "ldnet_char_word_embedder",
         _forward,
@@ -151,13 +153,3 @@ def _convert_inputs(model: Model, feats: CharWordFeatures, is_train: bool):
     )
     return ArgsKwargs(args=args, kwargs={}), lambda d: feats
 
-
-def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
-    _, Ytorch = inputs_outputs
-    Y = torch2xp(Ytorch.float())
-
-    def convert_for_torch_backward(dY: Floats3d) -> ArgsKwargs:
-        dYtorch = xp2torch(dY, device=model.shims[0].device).to(Ytorch.dtype)
-        return ArgsKwargs(args=(Ytorch,), kwargs={"grad_tensors": dYtorch})
-
-    return Y, convert_for_torch_backward

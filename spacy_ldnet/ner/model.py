@@ -20,6 +20,8 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d
 
+from ..thinc_utils import convert_padded_outputs
+
 from ..embed.featurize import Segments
 from .modules import BiLSTMCRFHead
 
@@ -99,7 +101,7 @@ def build_head(model: Model, input_width: int, constraint_mask: numpy.ndarray) -
     wrapped = PyTorchWrapper_v2(
         module,
         convert_inputs=_convert_inputs,
-        convert_outputs=_convert_outputs,
+        convert_outputs=convert_padded_outputs,
         mixed_precision=model.attrs["mixed_precision"],
     )
     if model.has_ref("head"):
@@ -152,13 +154,3 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
 
     return ArgsKwargs(args=(Xtorch, torch.from_numpy(lengths)), kwargs={}), convert_from_torch_backward
 
-
-def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
-    _, Ytorch = inputs_outputs
-    Y = torch2xp(Ytorch.float())
-
-    def convert_for_torch_backward(dY: Floats3d) -> ArgsKwargs:
-        dYtorch = xp2torch(dY, device=model.shims[0].device).to(Ytorch.dtype)
-        return ArgsKwargs(args=(Ytorch,), kwargs={"grad_tensors": dYtorch})
-
-    return Y, convert_for_torch_backward
