@@ -650,7 +650,7 @@ def _pretrain(cfg: PretrainConfig, dist: _Dist, step_callback) -> dict:
             "config": _jsonable(asdict(cfg)),
         }
 
-    def save(tag_extra=None):
+    def save():
         st = checkpoint_state()  # collective: every rank calls it
         if dist.is_main:
             e = dict(extra, step=step, tokens_seen=tokens_seen)
