@@ -11,7 +11,7 @@ def native_cpu_lstm() -> Iterator[None]:
 
     oneDNN builds a new RNN primitive for each packed-sequence shape; for the
     small, variable batches of sequence labelling the native kernel is about
-    1.5-2x faster on CPU (``benchmarks/ner_speed.py``). No effect on GPU.
+    1.5-2x faster on CPU (``benchmarks/lstm_kernels.py``). No effect on GPU.
     """
     prev = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
