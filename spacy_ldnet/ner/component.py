@@ -22,6 +22,7 @@ from thinc.api import Model
 from thinc.types import Floats2d
 
 from ..embed.featurize import Segments
+from ..torch_utils import limit_heap_growth
 from .model import build_head, get_head, has_head
 from .tags import allowed_transitions, biluo_tag_names
 
@@ -95,6 +96,7 @@ class LDNetNER(TrainablePipe):
         self.scorer = scorer
         self.cfg: Dict = {"labels": [], "input_width": None}
         self._torch_threads_pid = os.getpid()
+        limit_heap_growth()  # see its docstring: keeps `spacy train` from growing ~10 MB/step
 
     # ------------------------------------------------------------------ labels
     @property
