@@ -9,13 +9,13 @@ import torch
 def native_cpu_lstm() -> Iterator[None]:
     """Run LSTMs with torch's native CPU kernel instead of oneDNN.
 
-    Measured (``benchmarks/lstm_kernels.py``, 1 thread): under heavy CPU
-    contention (load ~3.5 on 2 cores) the native kernel was ~1.5-2x faster for
-    the packed, variable-length batches of sequence labelling; on a quiet
-    machine the two are equal for training-size batches, oneDNN is ~20% faster
-    on large inference batches, and end-to-end prediction on CoNLL-2003 test
-    was 22.0k (native) vs 22.5k (oneDNN) words/s. The shipped figures were
-    measured with this switch on; whether to keep it is an open question.
+    Measured, 1 thread: under heavy CPU contention (load ~3.5 on 2 cores) the
+    native kernel was ~1.5-2x faster for packed, variable-length batches (an
+    uncommitted probe); on a quiet machine ``benchmarks/lstm_kernels.py`` finds
+    them equal for training-size batches and oneDNN ~20% faster on large
+    inference batches, while end to end ``benchmarks/ner_train_predict.py``
+    gave native 2,082 / 23,643 and oneDNN (``--onednn``) 1,968 / 22,976
+    training / prediction words/s: a small gain, within run-to-run noise.
     No effect on GPU.
     """
     prev = torch.backends.mkldnn.enabled
