@@ -134,10 +134,31 @@ class LDNetNER(TrainablePipe):
         *,
         nlp: Optional[Language] = None,
         labels: Optional[Sequence[str]] = None,
+        lm_path: Optional[str] = None,
     ) -> None:
         """Set the labels (given, or read from the examples' entities), initialise
-        the embedding sublayer and build the BiLSTM-CRF head."""
+        the embedding sublayer and build the BiLSTM-CRF head.
+
+        Args:
+            labels: the entity labels (e.g. from ``spacy init labels``); read from
+                the examples if None.
+            lm_path: for an embedder with LM features
+                (``spacy_ldnet.LMEmbedder.v1``), a directory holding ``forward/``
+                and ``backward/`` LM checkpoints to load instead of the shipped
+                default (set it in ``[initialize.components.ldnet_ner]``).
+        """
         validate_get_examples(get_examples, "LDNetNER.initialize")
+        if lm_path is not None:
+            found_lm = False
+            for node in self.model.walk():
+                if "lm_path" in node.attrs:
+                    node.attrs["lm_path"] = str(lm_path)
+                    found_lm = True
+            if not found_lm:
+                raise ValueError(
+                    f"lm_path={lm_path!r} was given to ldnet_ner.initialize, but its embedding layer "
+                    f"has no LM. Fix: use the spacy_ldnet.LMEmbedder.v1 architecture, or drop lm_path."
+                )
         if labels is not None:
             for label in labels:
                 self.add_label(label)
@@ -235,6 +256,16 @@ class LDNetNER(TrainablePipe):
             i, s, e = segments.spans[k]
             d_scores[i][s:e] = self.model.ops.asarray2f(dE[row, : e - s])
         return float(loss.item()), d_scores
+
+    def finish_update(self, sgd) -> None:
+        """Apply the accumulated gradients, then clamp any LM layer-selection
+        masks to [0, 1] (LD-Net section 3.3)."""
+        super().finish_update(sgd)
+        for node in self.model.walk():
+            for shim in node.shims:
+                clamp = getattr(getattr(shim, "_model", None), "clamp_layer_masks", None)
+                if clamp is not None:
+                    clamp()
 
     @staticmethod
     def _pad(seqs: Sequence[Floats2d], head: torch.nn.Module, requires_grad: bool = False):
