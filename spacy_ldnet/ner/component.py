@@ -4,6 +4,10 @@ LD-Net (Liu et al., EMNLP 2018, section 4.1): token features from an
 embedding sublayer, a word-level BiLSTM giving emission scores over BILUO
 (= IOBES) tags, a linear-chain CRF with a transition-constraint mask, trained
 by the negative log-likelihood (forward algorithm) and decoded by Viterbi.
+
+The same component labels other non-overlapping spans, such as CoNLL-2000
+chunks: with ``spans_key`` set it reads and writes ``doc.spans[spans_key]``
+instead of ``doc.ents`` (see :class:`LDNetNER`).
 """
 import os
 from itertools import islice
@@ -15,6 +19,8 @@ import torch
 from spacy import util
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
+from spacy.pipeline.ner import ner_score
+from spacy.pipeline.spancat import spancat_score
 from spacy.tokens import Doc
 from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
@@ -52,13 +58,26 @@ DEFAULT_MODEL = util.load_config_from_str(DEFAULT_MODEL_CONFIG)["model"]
 
 @Language.factory(
     "ldnet_ner",
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
-    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}},
+    # doc.ents / token.ent_* with spans_key = null (the default), doc.spans
+    # (the group spans_key) otherwise; factory metadata cannot depend on the
+    # config, so both are listed.
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
+    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "spans_key": None},
+    # Spans mode: a config sets [training.score_weights] spans_<key>_f = 1.0 and
+    # the ents_* weights to null (see configs/conll00_chunk.cfg).
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
-def make_ldnet_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable]) -> "LDNetNER":
-    """Create an :class:`LDNetNER` component (``nlp.add_pipe("ldnet_ner")``)."""
-    return LDNetNER(nlp.vocab, model, name, scorer=scorer)
+def make_ldnet_ner(
+    nlp: Language, name: str, model: Model, scorer: Optional[Callable], spans_key: Optional[str] = None
+) -> "LDNetNER":
+    """Create an :class:`LDNetNER` component (``nlp.add_pipe("ldnet_ner")``).
+
+    ``spans_key = null`` (default): named entities in ``doc.ents``, scored with
+    ``spacy.ner_scorer.v1``. ``spans_key = "chunks"``: spans in
+    ``doc.spans["chunks"]``, scored with ``spacy.spancat_scorer.v1``
+    (``spans_chunks_p/r/f``).
+    """
+    return LDNetNER(nlp.vocab, model, name, scorer=scorer, spans_key=spans_key)
 
 
 class LDNetNER(TrainablePipe):
@@ -84,16 +103,53 @@ class LDNetNER(TrainablePipe):
     ``cfg`` holds ``labels`` and ``input_width`` (the embedding width); both are
     restored before the weights, so a saved pipeline rebuilds its torch shapes.
 
+    Spans mode (``spans_key`` set, e.g. ``"chunks"`` for CoNLL-2000 chunking):
+    the labels and the gold tags come from ``reference.spans[spans_key]``
+    (aligned to the predicted tokens; a reference without that group counts as
+    unannotated), predictions are written to ``doc.spans[spans_key]`` as a
+    non-overlapping SpanGroup and ``doc.ents`` is left untouched, and
+    :meth:`score` calls the scorer (``spacy.spancat_scorer.v1``) with
+    ``spans_key`` and ``allow_overlap=False``, giving ``spans_<key>_p/r/f``.
+    ``spans_key`` is a factory setting, so it is saved in and restored from
+    the pipeline's ``config.cfg`` (not ``cfg``).
+
     Raises:
         ValueError: using the component before ``initialize`` (no labels);
-            adding a label after the output layer exists.
+            adding a label after the output layer exists; a scorer that does
+            not match the mode (spaCy's NER scorer with ``spans_key``, its
+            span scorer without).
     """
 
-    def __init__(self, vocab: Vocab, model: Model, name: str = "ldnet_ner", *, scorer: Optional[Callable] = None):
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "ldnet_ner",
+        *,
+        scorer: Optional[Callable] = None,
+        spans_key: Optional[str] = None,
+    ):
+        if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
+            raise ValueError(
+                f"ldnet_ner spans_key must be a non-empty string or null, got {spans_key!r}. "
+                f"Fix: e.g. spans_key = \"chunks\", or null to write doc.ents."
+            )
+        if spans_key is not None and scorer is ner_score:
+            raise ValueError(
+                f"ldnet_ner has spans_key={spans_key!r}, so it writes doc.spans[{spans_key!r}], but its "
+                f"scorer is spacy.ner_scorer.v1, which scores doc.ents. Fix: set "
+                f'scorer = {{"@scorers":"spacy.spancat_scorer.v1"}} (it reports spans_{spans_key}_p/r/f).'
+            )
+        if spans_key is None and scorer is spancat_score:
+            raise ValueError(
+                "ldnet_ner uses spacy.spancat_scorer.v1 but has no spans_key, so it writes doc.ents. "
+                'Fix: set spans_key (e.g. "chunks"), or use scorer = {"@scorers":"spacy.ner_scorer.v1"}.'
+            )
         self.vocab = vocab
         self.model = model
         self.name = name
         self.scorer = scorer
+        self.spans_key = spans_key
         self.cfg: Dict = {"labels": [], "input_width": None}
         self._torch_threads_pid = os.getpid()
         limit_heap_growth()  # see its docstring: keeps `spacy train` from growing ~10 MB/step
@@ -136,12 +192,13 @@ class LDNetNER(TrainablePipe):
         labels: Optional[Sequence[str]] = None,
         lm_path: Optional[str] = None,
     ) -> None:
-        """Set the labels (given, or read from the examples' entities), initialise
-        the embedding sublayer and build the BiLSTM-CRF head.
+        """Set the labels (given, or read from the examples' entities, or their
+        ``spans[spans_key]`` in spans mode), initialise the embedding sublayer
+        and build the BiLSTM-CRF head.
 
         Args:
-            labels: the entity labels (e.g. from ``spacy init labels``); read from
-                the examples if None.
+            labels: the entity (or span) labels (e.g. from ``spacy init labels``);
+                read from the examples if None.
             lm_path: for an embedder with LM features
                 (``spacy_ldnet.LMEmbedder.v1``), a directory holding ``forward/``
                 and ``backward/`` LM checkpoints to load instead of the shipped
@@ -165,10 +222,17 @@ class LDNetNER(TrainablePipe):
         else:
             found = set(self.cfg["labels"])
             for eg in get_examples():
-                found.update(ent.label_ for ent in eg.reference.ents)
+                found.update(span.label_ for span in self._reference_spans(eg.reference))
             for label in sorted(found):
                 self.add_label(label)
         if not self.labels:
+            if self.spans_key is not None:
+                raise ValueError(
+                    f"ldnet_ner found no span labels: no training example has spans in "
+                    f"doc.spans[{self.spans_key!r}] and no labels were given. Fix: check the corpus "
+                    f"(e.g. spacy-ldnet convert-conll --spans-key {self.spans_key}) or the spans_key "
+                    f"setting, or pass labels to initialize."
+                )
             raise ValueError(
                 "ldnet_ner found no entity labels: the training examples have no entities and no "
                 "labels were given. Fix: check the corpus, or pass labels to initialize."
@@ -213,11 +277,36 @@ class LDNetNER(TrainablePipe):
         return out
 
     def set_annotations(self, docs: Iterable[Doc], tag_ids: List[numpy.ndarray]) -> None:
+        """Write the decoded spans to ``doc.ents``, or in spans mode to
+        ``doc.spans[spans_key]`` (replacing that group, ``doc.ents`` untouched)."""
         names = self.tag_names
         for doc, ids in zip(docs, tag_ids):
+            if self.spans_key is not None:
+                doc.spans[self.spans_key] = biluo_tags_to_spans(doc, [names[int(i)] for i in ids])
+                continue
             if len(doc) == 0:
                 continue
             doc.ents = biluo_tags_to_spans(doc, [names[int(i)] for i in ids])
+
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict:
+        """Score with the configured scorer; in spans mode it is given
+        ``spans_key`` and ``allow_overlap=False`` (``spans_<key>_p/r/f``)."""
+        if self.spans_key is not None:
+            kwargs = {"spans_key": self.spans_key, "allow_overlap": False, **kwargs}
+        return super().score(examples, **kwargs)
+
+    # ------------------------------------------------------------- gold spans
+    def _reference_spans(self, reference: Doc):
+        """The gold spans of a reference doc: its entities, or ``spans[spans_key]``."""
+        if self.spans_key is None:
+            return reference.ents
+        return reference.spans.get(self.spans_key, [])
+
+    def _gold_tags(self, eg: Example) -> List[Optional[str]]:
+        """Gold BILUO tags over ``eg.predicted``'s tokens; None (or ``"-"``) where unknown."""
+        if self.spans_key is None:
+            return eg.get_aligned_ner()
+        return aligned_span_tags(eg, self.spans_key)
 
     # -------------------------------------------------------------------- loss
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
@@ -232,7 +321,7 @@ class LDNetNER(TrainablePipe):
         head = get_head(self.model)
         tag_index = {name: i for i, name in enumerate(self.tag_names)}
         segments = Segments.from_docs(docs, self.model.attrs["max_sequence_length"])
-        gold = [eg.get_aligned_ner() for eg in examples]
+        gold = [self._gold_tags(eg) for eg in examples]
         keep: List[int] = []
         gold_ids: List[List[int]] = []
         for k, (i, s, e) in enumerate(segments.spans):
@@ -289,6 +378,7 @@ class LDNetNER(TrainablePipe):
             self._torch_threads_pid = pid
 
     # ----------------------------------------------------------- serialization
+    # spans_key is a factory setting: it is saved in config.cfg, not in cfg.
     def _ensure_head_from_cfg(self) -> None:
         if self.cfg.get("labels") and self.cfg.get("input_width") and not has_head(self.model):
             self._build_head()
@@ -344,3 +434,42 @@ class LDNetNER(TrainablePipe):
         }
         util.from_disk(path, deserialize, exclude)
         return self
+
+
+def aligned_span_tags(eg: Example, spans_key: str) -> List[Optional[str]]:
+    """Gold BILUO tags over ``eg.predicted`` from ``eg.reference.spans[spans_key]``.
+
+    The spans are aligned to the predicted tokens
+    (``Example.get_aligned_spans_y2x``, no overlap). A predicted token is
+    ``"O"`` only when it aligns to reference tokens that are all outside every
+    reference span; tokens of spans that do not align, or of spans that
+    overlap, are None (missing), so the loss leaves their sequence out, as
+    ``Example.get_aligned_ner`` does for entities. A reference without the
+    group ``spans_key`` is unannotated: all None.
+    """
+    x, y = eg.predicted, eg.reference
+    if spans_key not in y.spans:
+        return [None] * len(x)
+    y_spans = list(y.spans[spans_key])
+    tags: List[Optional[str]] = [None] * len(x)
+    for span in eg.get_aligned_spans_y2x(y_spans, allow_overlap=False):
+        if any(tags[i] is not None for i in range(span.start, span.end)):
+            continue  # cannot be encoded in one BILUO sequence
+        label = span.label_
+        if len(span) == 1:
+            tags[span.start] = f"U-{label}"
+        else:
+            tags[span.start] = f"B-{label}"
+            for i in range(span.start + 1, span.end - 1):
+                tags[i] = f"I-{label}"
+            tags[span.end - 1] = f"L-{label}"
+    inside = numpy.zeros((len(y),), dtype=bool)
+    for span in y_spans:
+        inside[span.start : span.end] = True
+    x2y = eg.alignment.x2y
+    for i in range(len(x)):
+        if tags[i] is None:
+            ys = numpy.asarray(x2y[i], dtype="int64")
+            if len(ys) and not inside[ys].any():
+                tags[i] = "O"
+    return tags
