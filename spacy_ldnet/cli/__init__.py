@@ -23,6 +23,7 @@ def _root() -> None:
 from . import convert  # noqa: E402,F401
 from . import pretrain_lm  # noqa: E402,F401
 from . import lm_info  # noqa: E402,F401
+from . import prune  # noqa: E402,F401
 
 
 def main() -> None:

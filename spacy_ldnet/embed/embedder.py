@@ -90,6 +90,12 @@ def build_char_word_embedder(
 
 def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
     """Copy the first ``n_word_rows`` rows of the vectors table into the model."""
+    fill_word_table(model, X, model.layers[0].shims[0]._model)
+
+
+def fill_word_table(model: Model, X: Optional[List[Doc]], module: CharWordEmbedder) -> None:
+    """Fill ``nlp.vocab.vectors`` if empty (and allowed), check its width, and
+    copy its first rows into ``module.words`` (shared by the embedders)."""
     if not X:
         return
     vocab = X[0].vocab
@@ -100,7 +106,7 @@ def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
         set_glove_vectors(vocab)
     if vocab.vectors.shape[0] == 0:
         raise ValueError(
-            "spacy_ldnet.CharWordEmbedder.v1 needs pretrained word vectors in nlp.vocab.vectors, "
+            "spacy_ldnet's embedder needs pretrained word vectors in nlp.vocab.vectors, "
             "but the table is empty. Fix: add '[initialize.before_init] @callbacks = "
             "\"spacy_ldnet.glove_vectors.v1\"' to the config, or run 'spacy init vectors'."
         )
@@ -109,7 +115,6 @@ def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
             f"The vectors table has width {vocab.vectors.shape[1]} but the embedder's word_width is "
             f"{width}. Fix: set word_width = {vocab.vectors.shape[1]} in the embedder's config."
         )
-    module: CharWordEmbedder = model.layers[0].shims[0]._model
     data = vocab.vectors.data
     data = data.get() if hasattr(data, "get") else numpy.asarray(data)
     n = min(module.words.n_rows, data.shape[0])

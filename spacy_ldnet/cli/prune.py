@@ -1,0 +1,156 @@
+"""``spacy-ldnet prune TRAINED_PIPELINE OUTPUT_DIR``: task-guided layer selection
+and exact pruning of the LMs of a trained pipeline (LD-Net section 3.3).
+
+Writes into OUTPUT_DIR:
+
+* ``model-pruned/``  the pruned spaCy pipeline (config.cfg describes the smaller LMs)
+* ``prune.json``     kept layers, LM parameters and multiply-adds per token,
+                     dev/test F1 and words/s, before and after
+* ``layer_masks.png`` each z_i over the pruning steps
+* ``state/``         resumable state; rerunning the command continues from it
+"""
+import json
+import os
+from dataclasses import asdict
+import platform
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+
+
+@app.command("prune")
+def prune(
+    trained_pipeline: Path = typer.Argument(..., help="A trained pipeline (e.g. training/conll03_ldnet/model-best) whose ldnet_ner uses spacy_ldnet.LMEmbedder.v1."),
+    output_dir: Path = typer.Argument(..., help="Output directory (model-pruned/, prune.json, layer_masks.png, state/)."),
+    train: Path = typer.Option(..., "--train", help="Training data (.spacy)."),
+    dev: Path = typer.Option(..., "--dev", help="Dev data (.spacy): selects the checkpoint."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test data (.spacy): F1 and words/s before/after are measured on it (else on dev)."),
+    lambda0: float = typer.Option(0.05, "--lambda0", help="Regulariser weight (LD-Net lambda_0)."),
+    lambda1: float = typer.Option(2, "--lambda1", help="Layer budget across both LMs (LD-Net lambda_1)."),
+    steps: int = typer.Option(1500, "--steps", help="Steps of continued training."),
+    eval_every: int = typer.Option(100, "--eval-every", help="Evaluate dev F1 and save a resumable state every N steps."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Sentences per step."),
+    learn_rate: float = typer.Option(0.0005, "--learn-rate", help="Adam learning rate of the component weights."),
+    mask_learn_rate: float = typer.Option(0.05, "--mask-learn-rate", help="SGD learning rate of the layer masks."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", help="torch threads (training and the speed measurement)."),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU for the continued training (-1: CPU)."),
+    gold_preproc: bool = typer.Option(True, "--gold-preproc/--no-gold-preproc", help="Read the corpora with gold tokenization and sentences (as training did)."),
+) -> None:
+    """Select the task's useful LM layers, delete the others, and write the smaller pipeline."""
+    import spacy
+    import torch
+    from spacy.training import Corpus
+
+    from ..prune.select import (
+        PruneError,
+        PruneSettings,
+        find_lm_pipe,
+        lm_cost,
+        lm_module,
+        plot_masks,
+        prune_in_place,
+        run_layer_selection,
+        score_key,
+        words_per_second,
+    )
+
+    torch.set_num_threads(threads)
+    for path, what in ((trained_pipeline, "trained pipeline"), (train, "--train"), (dev, "--dev"), (test, "--test")):
+        if path is not None and not Path(path).exists():
+            typer.echo(f"Error: {what} not found: {path}. Fix: pass an existing path (run the project's train step first).", err=True)
+            raise typer.Exit(1)
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    nlp = spacy.load(trained_pipeline)
+    try:
+        name, pipe = find_lm_pipe(nlp)
+    except PruneError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(1)
+    key = score_key(nlp)
+    train_examples = list(Corpus(str(train), gold_preproc=gold_preproc)(nlp))
+    dev_examples = list(Corpus(str(dev), gold_preproc=gold_preproc)(nlp))
+    test_examples = list(Corpus(str(test), gold_preproc=gold_preproc)(nlp)) if test else dev_examples
+    speed_docs = [eg.predicted for eg in test_examples]
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    typer.echo(f"Measuring the unpruned pipeline ({key}, words/s on {len(speed_docs)} sentences, {threads} thread(s))")
+    before = {
+        "cost": lm_cost(lm_module(pipe)),
+        "dev_f1": float(nlp.evaluate(dev_examples)[key]),
+        "test_f1": float(nlp.evaluate(test_examples)[key]),
+        "words_per_second": words_per_second(nlp, speed_docs),
+    }
+    typer.echo(json.dumps(before))
+    settings = PruneSettings(
+        lambda0=lambda0, lambda1=lambda1, steps=steps, eval_every=eval_every, batch_size=batch_size,
+        learn_rate=learn_rate, mask_learn_rate=mask_learn_rate, seed=seed,
+    )
+    try:
+        result = run_layer_selection(nlp, train_examples, dev_examples, settings, state_dir=output_dir / "state", log=typer.echo)
+    except PruneError as e:
+        plot_masks(getattr(e, "history", []), output_dir / "layer_masks.png")
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(1)
+    history = result.mask_history
+    plot = plot_masks(history, output_dir / "layer_masks.png", title=f"Layer selection ({trained_pipeline})")
+    lm = lm_module(pipe)
+    masks = {"forward": lm.forward_masks.detach().tolist(), "backward": lm.backward_masks.detach().tolist()}
+    keep = prune_in_place(nlp)
+    pruned_dir = output_dir / "model-pruned"
+    nlp.to_disk(pruned_dir)
+    pruned = spacy.load(pruned_dir)
+    after = {
+        "cost": lm_cost(lm_module(pruned.get_pipe(name))),
+        "dev_f1": float(pruned.evaluate(dev_examples)[key]),
+        "test_f1": float(pruned.evaluate(test_examples)[key]),
+        "words_per_second": words_per_second(pruned, speed_docs),
+    }
+    report = {
+        "trained_pipeline": str(trained_pipeline),
+        "pruned_pipeline": str(pruned_dir),
+        "score": key,
+        "kept_layers": keep,
+        "masks_at_best_step": masks,
+        "best_step": result.best_step,
+        "best_dev_f1_during_selection": result.best_dev_f1,
+        "settings": asdict(settings),
+        "lm_parameters": {"before": before["cost"]["lstm_parameters"], "after": after["cost"]["lstm_parameters"]},
+        "lm_embedding_parameters": {"before": before["cost"]["embedding_parameters"], "after": after["cost"]["embedding_parameters"]},
+        "lm_multiply_adds_per_token": {
+            "before": before["cost"]["multiply_adds_per_token"],
+            "after": after["cost"]["multiply_adds_per_token"],
+            "ratio": after["cost"]["multiply_adds_per_token"] / max(before["cost"]["multiply_adds_per_token"], 1),
+        },
+        "dev_f1": {"before": before["dev_f1"], "after": after["dev_f1"]},
+        "test_f1": {"before": before["test_f1"], "after": after["test_f1"], "data": str(test or dev)},
+        "words_per_second": {
+            "before": before["words_per_second"],
+            "after": after["words_per_second"],
+            "ratio": after["words_per_second"] / max(before["words_per_second"], 1e-9),
+            "measured_on": str(test or dev),
+            "batch_size": 128,
+            "torch_threads": threads,
+        },
+        "evaluations": result.evaluations,
+        "plot": str(plot) if plot else None,
+        "machine": {"cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+    }
+    (output_dir / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
+    typer.echo(f"Kept layers: forward {keep['forward']}, backward {keep['backward']}")
+    typer.echo(
+        f"LM multiply-adds/token: {report['lm_multiply_adds_per_token']['before']:,} -> "
+        f"{report['lm_multiply_adds_per_token']['after']:,} ({report['lm_multiply_adds_per_token']['ratio']:.1%})"
+    )
+    typer.echo(f"LM LSTM parameters: {report['lm_parameters']['before']:,} -> {report['lm_parameters']['after']:,}")
+    typer.echo(f"dev {key}: {before['dev_f1'] * 100:.2f} -> {after['dev_f1'] * 100:.2f}")
+    typer.echo(f"test {key}: {before['test_f1'] * 100:.2f} -> {after['test_f1'] * 100:.2f}")
+    typer.echo(
+        f"words/s: {before['words_per_second']:,.0f} -> {after['words_per_second']:,.0f} "
+        f"({report['words_per_second']['ratio']:.1f}x)"
+    )
+    typer.echo(f"Wrote {pruned_dir}, {output_dir / 'prune.json'}" + (f", {plot}" if plot else " (no plot: pip install spacy-ldnet[plots])"))

@@ -1,0 +1,292 @@
+"""``spacy_ldnet.LMEmbedder.v1``: LD-Net's full token features as a tok2vec-style
+thinc layer, ``List[Doc] -> List[Floats2d]``.
+
+Per token (LD-Net section 4.1): [fine-tuned GloVe word embedding; character
+BiLSTM feature; r_t], where r_t = ReLU(W dropout([h_t; h_t^r]) + b) reads the
+full dense outputs [x_t; h_1,t; ...; h_L,t] of a frozen forward and a frozen
+backward LM (:mod:`spacy_ldnet.lm`), each run over the sentence with the
+boundary token ``<s>`` the LMs were trained with. Per-layer masks z scale every
+LM layer (section 3.3); see :class:`spacy_ldnet.embed.lm_modules.LMFeatures`.
+
+Where the LM weights come from: at ``initialize``, from the shipped default
+(``spacy_ldnet/lm/default/{forward,backward}``) or from the directory given as
+``lm_path`` in ``[initialize.components.ldnet_ner]``. They are then part of the
+model's weights and its ``attrs`` (the LM vocabularies), so a saved or packaged
+pipeline needs no other file. The LM shapes (vocabulary size, widths, number of
+layers per direction) are architecture arguments, so ``spacy.load`` rebuilds a
+pruned pipeline from its ``config.cfg``.
+"""
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy
+import torch
+from spacy.attrs import LOWER, ORTH
+from spacy.strings import get_string_id
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, xp2torch
+from thinc.types import Floats2d
+
+from ..thinc_utils import convert_padded_outputs
+from .embedder import fill_word_table
+from .featurize import Segments, featurize
+from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
+from .modules import CharWordEmbedder
+
+DIRECTIONS = ("forward", "backward")
+
+
+def default_lm_path() -> Path:
+    """The shipped LMs: a directory with ``forward/`` and ``backward/`` checkpoints."""
+    return Path(__file__).resolve().parent.parent / "lm" / "default"
+
+
+@registry.architectures("spacy_ldnet.LMEmbedder.v1")
+def build_lm_embedder(
+    *,
+    n_word_rows: int = 50000,
+    word_width: int = 50,
+    n_chars: int = 512,
+    char_width: int = 30,
+    char_hidden_width: int = 50,
+    char_output_width: int = 50,
+    char_dropout: float = 0.0,
+    max_sequence_length: int = 256,
+    load_glove_if_empty: bool = True,
+    lm_vocab_size: int = 30000,
+    lm_embed_width: int = 50,
+    lm_hidden_width: int = 128,
+    forward_layers: int = 10,
+    backward_layers: int = 10,
+    lm_output_width: int = 100,
+    lm_dropout: float = 0.5,
+    learn_layer_masks: bool = False,
+    cache_lm_tokens: int = 0,
+) -> Model[List[Doc], List[Floats2d]]:
+    """Build the LD-Net embedder: character + word features and LM features.
+
+    Args:
+        n_word_rows ... load_glove_if_empty: as ``spacy_ldnet.CharWordEmbedder.v1``.
+        lm_vocab_size: rows of each LM's input vocabulary (both LMs).
+        lm_embed_width: LM input-embedding width (x_t).
+        lm_hidden_width: width of every LM layer.
+        forward_layers / backward_layers: layers of each LM (fewer after pruning).
+        lm_output_width: width of r_t (LD-Net: 100).
+        lm_dropout: dropout on [h_t; h_t^r] before W.
+        learn_layer_masks: let the layer masks z receive gradients (layer
+            selection; ``spacy-ldnet prune`` switches it on). When False the LMs
+            run without gradients.
+        cache_lm_tokens: training-time cache of the frozen LMs' outputs, in
+            tokens (0 = off; about 10.6 kB per token for two 10x128 LMs, so
+            300000 covers CoNLL-2003's training set in 3.2 GB). Exact; later
+            epochs then skip the LMs. Not used while learning the masks or
+            when predicting.
+
+    Output: one (n_tokens, word_width + char_output_width + lm_output_width)
+    float32 array per doc.
+
+    Raises (at initialize): ValueError for an empty or mis-sized vectors
+    table (see CharWordEmbedder.v1); LMCheckpointError for a missing or corrupt
+    LM checkpoint; ValueError when a checkpoint's shapes or direction disagree
+    with these arguments (the message names the setting to change).
+    """
+    if n_chars < 128 + 65:
+        raise ValueError(f"n_chars must be >= 193 (ASCII + 64 hash buckets), got {n_chars}")
+    char_word = CharWordEmbedder(
+        n_word_rows=n_word_rows,
+        word_dim=word_width,
+        n_chars=n_chars,
+        char_dim=char_width,
+        char_hidden_dim=char_hidden_width,
+        char_out_dim=char_output_width,
+        char_dropout=char_dropout,
+    )
+    shapes = dict(vocab_size=lm_vocab_size, embed_dim=lm_embed_width, hidden_dim=lm_hidden_width)
+    lm = LMFeatures(
+        encoder_config(num_layers=forward_layers, direction="forward", **shapes),
+        encoder_config(num_layers=backward_layers, direction="backward", **shapes),
+        lm_output_width,
+        lm_dropout,
+        cache_lm_tokens,
+    )
+    module = LDNetEmbedder(char_word, lm)
+    wrapped = PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
+    return Model(
+        "ldnet_lm_embedder",
+        _forward,
+        init=_init,
+        layers=[wrapped],
+        dims={"nO": word_width + char_output_width + lm_output_width},
+        attrs={
+            "n_word_rows": n_word_rows,
+            "word_width": word_width,
+            "n_chars": n_chars,
+            "max_sequence_length": max_sequence_length,
+            "load_glove_if_empty": load_glove_if_empty,
+            "learn_layer_masks": learn_layer_masks,
+            "lm_path": None,
+            # Filled at initialize from the checkpoints; saved with the model.
+            "lm_vocab_forward": [],
+            "lm_vocab_backward": [],
+            "lm_lowercase": True,
+            "lm_bos": "<s>",
+            "lm_unk": "<unk>",
+        },
+    )
+
+
+def get_lm_module(model: Model) -> LMFeatures:
+    """The torch :class:`LMFeatures` inside an ``LMEmbedder.v1`` layer (or a model containing one).
+
+    Raises: ValueError if there is none.
+    """
+    for node in model.walk():
+        if node.name == "ldnet_lm_embedder":
+            return node.layers[0].shims[0]._model.lm
+    raise ValueError("This model has no spacy_ldnet.LMEmbedder.v1 layer (no LM features).")
+
+
+def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
+    """Fill the word table (as CharWordEmbedder.v1) and load the LM checkpoints."""
+    fill_word_table(model, X, model.layers[0].shims[0]._model.char_word)
+    load_lms_into(model, Path(model.attrs["lm_path"]) if model.attrs["lm_path"] else default_lm_path())
+
+
+def load_lms_into(model: Model, path: Path) -> None:
+    """Copy the encoders of ``path/forward`` and ``path/backward`` into an ``LMEmbedder.v1`` layer.
+
+    Raises:
+        LMCheckpointError: a checkpoint is missing or corrupt.
+        ValueError: its shapes, direction or vocabulary disagree with the architecture.
+    """
+    from ..lm.checkpoint import load_lm
+
+    lm = model.layers[0].shims[0]._model.lm
+    for direction in DIRECTIONS:
+        folder = Path(path) / direction
+        ckpt, vocab, extra = load_lm(folder)
+        encoder = lm.forward_lm if direction == "forward" else lm.backward_lm
+        cfg = ckpt.config
+        want = {
+            "vocab_size": ("lm_vocab_size", encoder.config.vocab_size),
+            "embed_dim": ("lm_embed_width", encoder.config.embed_dim),
+            "hidden_dim": ("lm_hidden_width", encoder.config.hidden_dim),
+            "num_layers": (f"{direction}_layers", encoder.num_layers),
+        }
+        for field, (setting, value) in want.items():
+            if getattr(cfg, field) != value:
+                raise ValueError(
+                    f"The {direction} LM in {folder} has {field} = {getattr(cfg, field)}, but the "
+                    f"embedder's {setting} is {value}. Fix: set {setting} = {getattr(cfg, field)} in "
+                    f"[components.ldnet_ner.model.tok2vec], or point lm_path at matching LMs."
+                )
+        if cfg.direction != direction:
+            raise ValueError(
+                f"{folder} holds a {cfg.direction} LM where a {direction} LM was expected. Fix: put the "
+                f"forward LM in {Path(path) / 'forward'} and the backward LM in {Path(path) / 'backward'}."
+            )
+        with torch.no_grad():
+            encoder.load_state_dict(ckpt.encoder.state_dict())
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        model.attrs[f"lm_vocab_{direction}"] = list(vocab)
+        model.attrs["lm_lowercase"] = bool(extra.get("lowercase", True))
+        model.attrs["lm_bos"] = str(extra.get("bos", "<s>"))
+        model.attrs["lm_unk"] = str(extra.get("unk", "<unk>"))
+        if model.attrs["lm_bos"] not in vocab:
+            raise ValueError(f"The LM vocabulary in {folder} lacks its boundary token {model.attrs['lm_bos']!r}.")
+
+
+_INDEX_CACHE: Dict[int, Tuple[list, Dict[int, int]]] = {}
+
+
+def _lm_index(model: Model, direction: str) -> Dict[int, int]:
+    """{string hash: LM id} for one direction (cached per vocabulary list)."""
+    vocab = model.attrs[f"lm_vocab_{direction}"]
+    key = id(model) * 2 + (direction == "backward")
+    cached = _INDEX_CACHE.get(key)
+    if cached is None or cached[0] is not vocab:
+        cached = (vocab, {get_string_id(tok): i for i, tok in enumerate(vocab)})
+        _INDEX_CACHE[key] = cached
+    return cached[1]
+
+
+def lm_token_ids(model: Model, docs: Sequence[Doc], segments: Segments) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """LM input ids, ``(S, T+1)`` int64 each: forward ``<s> w_1..w_n``, backward ``w_1..w_n <s>``.
+
+    Raises: ValueError if the LMs are not loaded (before ``initialize``).
+    """
+    if not model.attrs["lm_vocab_forward"] or not model.attrs["lm_vocab_backward"]:
+        raise ValueError(
+            "The LM embedder has no LM vocabulary: it was not initialized. Fix: call nlp.initialize() "
+            "or load a trained pipeline."
+        )
+    S = len(segments.spans)
+    T = int(segments.lengths.max()) if S else 0
+    attr = LOWER if model.attrs["lm_lowercase"] else ORTH
+    out = []
+    for direction in DIRECTIONS:
+        index = _lm_index(model, direction)
+        bos = index[get_string_id(model.attrs["lm_bos"])]
+        unk = index.get(get_string_id(model.attrs["lm_unk"]), 1)
+        ids = numpy.zeros((S, T + 1), dtype="int64")
+        keys_cache = {}
+        for s, (i, start, end) in enumerate(segments.spans):
+            if i not in keys_cache:
+                keys_cache[i] = docs[i].to_array([attr]).astype("uint64").reshape(-1).tolist()
+            row = [index.get(k, unk) for k in keys_cache[i][start:end]]
+            n = end - start
+            if direction == "forward":
+                ids[s, 0] = bos
+                ids[s, 1 : n + 1] = row
+            else:
+                ids[s, :n] = row
+                ids[s, n] = bos
+        out.append(ids)
+    return out[0], out[1]
+
+
+def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    width = model.get_dim("nO")
+    segments = Segments.from_docs(docs, model.attrs["max_sequence_length"])
+    if not segments.spans:
+        return [model.ops.alloc2f(0, width) for _ in docs], lambda d: []
+    module: LDNetEmbedder = model.layers[0].shims[0]._model
+    if module.lm.learn_masks != bool(model.attrs["learn_layer_masks"]):
+        module.lm.set_learn_masks(bool(model.attrs["learn_layer_masks"]))
+    feats = featurize(
+        docs,
+        segments,
+        n_word_rows=model.attrs["n_word_rows"],
+        word_dim=model.attrs["word_width"],
+        n_chars=model.attrs["n_chars"],
+    )
+    fw_ids, bw_ids = lm_token_ids(model, docs, segments)
+    Y3d, bp_padded = model.layers[0]((feats, fw_ids, bw_ids), is_train)  # (S, T, nO)
+    per_seq = model.ops.unpad(Y3d, segments.lengths.tolist())
+    Y = segments.join(per_seq, len(docs), width, model.ops)
+
+    def backprop(dY: List[Floats2d]) -> List[Doc]:
+        d_seqs = segments.split(dY)
+        bp_padded(model.ops.pad(d_seqs))
+        return []
+
+    return Y, backprop
+
+
+def _convert_inputs(model: Model, inputs, is_train: bool):
+    feats, fw_ids, bw_ids = inputs
+    device = model.shims[0].device
+    args = (
+        xp2torch(feats.word_rows, device=device),
+        xp2torch(feats.frozen_vectors, device=device),
+        xp2torch(feats.char_ids, device=device),
+        torch.from_numpy(feats.char_lengths),  # lengths stay on CPU for packing
+        xp2torch(feats.fw_index, device=device),
+        xp2torch(feats.bw_index, device=device),
+        xp2torch(fw_ids, device=device),
+        xp2torch(bw_ids, device=device),
+        torch.from_numpy(feats.lengths),
+    )
+    return ArgsKwargs(args=args, kwargs={}), lambda d: inputs

@@ -1,0 +1,349 @@
+"""Task-guided layer selection and exact pruning of a trained ``ldnet_ner`` pipeline
+(LD-Net, Liu et al. 2018, section 3.3).
+
+:func:`run_layer_selection` continues training a pipeline whose embedder is
+``spacy_ldnet.LMEmbedder.v1`` with the masks z learnable and the regulariser of
+:func:`spacy_ldnet.prune.regularizer.layer_selection_penalty` added to the
+loss; it keeps the component state with the best dev F1 among the evaluations
+where at most ``lambda1`` layers are in use. :func:`prune_in_place` then
+deletes every layer whose z is 0 (exact, see
+:meth:`spacy_ldnet.embed.lm_modules.LMFeatures.prune_layers`) and rewrites the
+pipeline's config to describe the smaller LMs, so ``nlp.to_disk`` gives a
+pipeline that ``spacy.load`` rebuilds.
+"""
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import minibatch
+
+from ..embed.lm_modules import LMFeatures, kept_layers
+from .regularizer import count_nonzero_layers, layer_selection_penalty
+
+LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
+
+
+class PruneError(ValueError):
+    """The pipeline cannot be pruned (no LM embedder, no checkpoint within budget, ...)."""
+
+
+@dataclass
+class PruneSettings:
+    """Hyper-parameters of :func:`run_layer_selection`.
+
+    lambda0: weight of the regulariser (LD-Net's lambda_0).
+    lambda1: layer budget across both LMs (LD-Net's lambda_1).
+    steps: optimizer steps of continued training.
+    eval_every: evaluate dev F1 (and save a resumable state) every N steps.
+    batch_size: sentences per step.
+    learn_rate: Adam learning rate of the component's own weights.
+    mask_learn_rate: SGD learning rate of the masks z.
+    seed: shuffling seed.
+    """
+
+    lambda0: float = 0.05
+    lambda1: float = 2
+    steps: int = 1500
+    eval_every: int = 100
+    batch_size: int = 32
+    learn_rate: float = 0.0005
+    mask_learn_rate: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class SelectionResult:
+    best_step: Optional[int]
+    best_dev_f1: Optional[float]
+    mask_history: List[Dict[str, Any]] = field(default_factory=list)  # per step: step, forward, backward, penalty, loss
+    evaluations: List[Dict[str, Any]] = field(default_factory=list)  # per evaluation: step, dev_f1, n_layers
+
+
+# ------------------------------------------------------------------- finding
+
+
+def find_lm_pipe(nlp: Language) -> Tuple[str, Any]:
+    """Name and object of the (first) component whose model has an ``LMEmbedder.v1``.
+
+    Raises:
+        PruneError: no component has LM features.
+    """
+    for name, pipe in nlp.pipeline:
+        model = getattr(pipe, "model", None)
+        if model is not None and any(node.name == "ldnet_lm_embedder" for node in model.walk()):
+            return name, pipe
+    raise PruneError(
+        f"No component of this pipeline ({nlp.pipe_names}) uses {LM_ARCHITECTURE}, so there are no LM "
+        f"layers to select. Fix: train a pipeline whose ldnet_ner embedder is {LM_ARCHITECTURE} "
+        f"(e.g. configs/conll03_ldnet.cfg)."
+    )
+
+
+def _embedder_node(pipe):
+    for node in pipe.model.walk():
+        if node.name == "ldnet_lm_embedder":
+            return node
+    raise PruneError("The component has no ldnet_lm_embedder layer.")
+
+
+def lm_module(pipe) -> LMFeatures:
+    """The torch :class:`LMFeatures` of a component."""
+    return _embedder_node(pipe).layers[0].shims[0]._model.lm
+
+
+def _embedder_config(nlp: Language, name: str) -> Dict[str, Any]:
+    """The (mutable) config block of the LM embedder inside the component's config."""
+
+    def search(block):
+        if isinstance(block, dict):
+            if block.get("@architectures") == LM_ARCHITECTURE:
+                return block
+            for value in block.values():
+                found = search(value)
+                if found is not None:
+                    return found
+        return None
+
+    found = search(nlp.get_pipe_config(name))
+    if found is None:
+        raise PruneError(f"The config of component {name!r} has no {LM_ARCHITECTURE} block.")
+    return found
+
+
+def score_key(nlp: Language) -> str:
+    """The F1 score the pipeline is selected on: the highest-weighted ``*_f`` score weight."""
+    weights = {k: v for k, v in (nlp.config["training"].get("score_weights") or {}).items() if v}
+    f_keys = sorted((k for k in weights if k.endswith("_f")), key=lambda k: -weights[k])
+    return f_keys[0] if f_keys else "ents_f"
+
+
+# ------------------------------------------------------------------ costs
+
+
+def lm_cost(lm: LMFeatures) -> Dict[str, Any]:
+    """Parameters and multiply-adds per token of the two LMs (the LSTM stacks;
+    the frozen input embeddings are counted apart: a lookup costs no arithmetic)."""
+
+    def count(module, embedding: bool) -> int:
+        return sum(
+            p.numel() for n, p in module.named_parameters() if n.startswith("embedding") == embedding
+        )
+
+    fw, bw = lm.forward_lm, lm.backward_lm
+    return {
+        "layers": {"forward": fw.num_layers, "backward": bw.num_layers},
+        "lstm_parameters": count(fw, False) + count(bw, False),
+        "embedding_parameters": count(fw, True) + count(bw, True),
+        "multiply_adds_per_token": fw.multiply_adds_per_token() + bw.multiply_adds_per_token(),
+        "projection_multiply_adds_per_token": lm.proj.in_features * lm.proj.out_features,
+    }
+
+
+def words_per_second(nlp: Language, docs: Sequence[Doc], *, batch_size: int = 128, repeats: int = 1) -> float:
+    """Words/s of ``nlp.pipe`` over copies of ``docs`` (after one warm-up batch); best of ``repeats``."""
+    docs = [Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]) for d in docs]
+    n_words = sum(len(d) for d in docs)
+    list(nlp.pipe([d.copy() for d in docs[:batch_size]], batch_size=batch_size))
+    best = 0.0
+    for _ in range(repeats):
+        copies = [d.copy() for d in docs]
+        start = time.perf_counter()
+        for _ in nlp.pipe(copies, batch_size=batch_size):
+            pass
+        best = max(best, n_words / (time.perf_counter() - start))
+    return best
+
+
+# ---------------------------------------------------------------- selection
+
+
+def run_layer_selection(
+    nlp: Language,
+    train_examples: Sequence[Example],
+    dev_examples: Sequence[Example],
+    settings: PruneSettings,
+    *,
+    state_dir: Optional[Path] = None,
+    log: Callable[[str], None] = print,
+) -> SelectionResult:
+    """Continue training with learnable masks and the LD-Net regulariser.
+
+    On return the component holds the best state found within the layer budget
+    (masks included). With ``state_dir``, a resumable state (component bytes,
+    step, history, best state) is written every ``eval_every`` steps and picked
+    up when the function is called again with the same directory (the Adam
+    moments restart).
+
+    Raises:
+        PruneError: the pipeline has no LM embedder, or no evaluation ever had
+            at most ``lambda1`` layers in use (the message suggests more steps
+            or a larger ``lambda0``).
+    """
+    from thinc.api import Adam
+
+    name, pipe = find_lm_pipe(nlp)
+    key = score_key(nlp)
+    node = _embedder_node(pipe)
+    node.attrs["learn_layer_masks"] = True
+    result = SelectionResult(best_step=None, best_dev_f1=None)
+    best_bytes: Optional[bytes] = None
+    step = 0
+    if state_dir is not None and (Path(state_dir) / "state.json").is_file():
+        state_dir = Path(state_dir)
+        state = json.loads((state_dir / "state.json").read_text())
+        pipe.from_bytes((state_dir / "component.bin").read_bytes())
+        node.attrs["learn_layer_masks"] = True
+        step = int(state["step"])
+        result = SelectionResult(state["best_step"], state["best_dev_f1"], state["mask_history"], state["evaluations"])
+        if (state_dir / "best.bin").is_file():
+            best_bytes = (state_dir / "best.bin").read_bytes()
+        log(f"Resuming layer selection from {state_dir} at step {step}")
+    lm = lm_module(pipe)
+    lm.set_learn_masks(True)
+    optimizer = Adam(settings.learn_rate, grad_clip=5.0)
+    mask_optimizer = torch.optim.SGD([lm.forward_masks, lm.backward_masks], lr=settings.mask_learn_rate)
+    rng = random.Random(settings.seed + step)
+    train_examples = list(train_examples)
+
+    def batches():
+        while True:
+            order = list(train_examples)
+            rng.shuffle(order)
+            yield from minibatch(order, size=settings.batch_size)
+
+    def evaluate_and_save() -> None:
+        nonlocal best_bytes
+        n_layers = count_nonzero_layers(lm.layer_masks())
+        dev_f1 = float(nlp.evaluate(list(dev_examples))[key])
+        result.evaluations.append({"step": step, "dev_f1": dev_f1, "n_layers": n_layers})
+        within = n_layers <= settings.lambda1
+        if within and (result.best_dev_f1 is None or dev_f1 > result.best_dev_f1):
+            result.best_dev_f1, result.best_step = dev_f1, step
+            best_bytes = pipe.to_bytes(exclude=["vocab"])
+        log(
+            f"step {step:5d}  dev {key} {dev_f1 * 100:6.2f}  layers in use {n_layers:2d}"
+            f"{' (within budget)' if within else ''}  best {result.best_dev_f1 and result.best_dev_f1 * 100}"
+        )
+        if state_dir is not None:
+            sd = Path(state_dir)
+            sd.mkdir(parents=True, exist_ok=True)
+            _write_atomic(sd / "component.bin", pipe.to_bytes(exclude=["vocab"]))
+            if best_bytes is not None:
+                _write_atomic(sd / "best.bin", best_bytes)
+            state = {"step": step, **{k: v for k, v in asdict(result).items()}}
+            _write_atomic(sd / "state.json", json.dumps(state).encode("utf8"))
+
+    stream = batches()
+    while step < settings.steps:
+        batch = next(stream)
+        losses: Dict[str, float] = {}
+        pipe.update(batch, drop=0.0, sgd=None, losses=losses)
+        masks = lm.layer_masks()  # (L_f + L_b,)
+        penalty = layer_selection_penalty(masks, settings.lambda0, settings.lambda1)
+        penalty.backward()
+        mask_optimizer.step()
+        mask_optimizer.zero_grad(set_to_none=True)
+        pipe.finish_update(optimizer)  # applies the other gradients, clamps z to [0, 1]
+        step += 1
+        result.mask_history.append(
+            {
+                "step": step,
+                "forward": [round(float(z), 5) for z in lm.forward_masks.detach()],
+                "backward": [round(float(z), 5) for z in lm.backward_masks.detach()],
+                "penalty": float(penalty.detach()),
+                "loss": float(losses.get(name, 0.0)),
+            }
+        )
+        if step % settings.eval_every == 0 or step == settings.steps:
+            evaluate_and_save()
+    node.attrs["learn_layer_masks"] = False
+    lm.set_learn_masks(False)
+    if best_bytes is None:
+        last = result.evaluations[-1]["n_layers"] if result.evaluations else "?"
+        error = PruneError(
+            f"No evaluation had at most lambda1={settings.lambda1} layers in use (last: {last}). Fix: "
+            f"more --steps, a larger --lambda0 or --mask-learn-rate, or a larger --lambda1."
+        )
+        error.history = result.mask_history
+        raise error
+    pipe.from_bytes(best_bytes, exclude=["vocab"])
+    node.attrs["learn_layer_masks"] = False
+    lm_module(pipe).set_learn_masks(False)
+    return result
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------ pruning
+
+
+def prune_in_place(nlp: Language) -> Dict[str, List[int]]:
+    """Delete every LM layer whose mask is 0 and describe the smaller LMs in the config.
+
+    Returns ``{"forward": kept layer indices, "backward": ...}`` (indices of the
+    unpruned LMs).
+
+    Raises:
+        PruneError: the pipeline has no LM embedder.
+    """
+    name, pipe = find_lm_pipe(nlp)
+    node = _embedder_node(pipe)
+    module = node.layers[0].shims[0]._model
+    lm: LMFeatures = module.lm
+    keep = {"forward": kept_layers(lm.forward_masks), "backward": kept_layers(lm.backward_masks)}
+    module.lm = lm.prune_layers(keep["forward"], keep["backward"])
+    block = _embedder_config(nlp, name)
+    block["forward_layers"] = len(keep["forward"])
+    block["backward_layers"] = len(keep["backward"])
+    block["learn_layer_masks"] = False
+    node.attrs["learn_layer_masks"] = False
+    return keep
+
+
+def plot_masks(history: Sequence[Dict[str, Any]], path: Path, *, title: str = "") -> Optional[Path]:
+    """Draw each z_i against the pruning step into a PNG (matplotlib, Agg).
+
+    Returns the path, or None if matplotlib is not installed (install
+    ``spacy-ldnet[plots]``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not history:
+        return None
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, direction in zip(axes, ("forward", "backward")):
+        n = len(history[0][direction])
+        cmap = plt.get_cmap("viridis", max(n, 2))
+        for i in range(n):
+            ax.plot(steps, [h[direction][i] for h in history], color=cmap(i), label=f"layer {i}")
+        ax.set_title(f"{direction} LM")
+        ax.set_xlabel("pruning step")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("layer mask z_i")
+    axes[1].legend(fontsize=7, ncol=2, loc="center right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
