@@ -50,11 +50,11 @@ class PruneSettings:
 
     lambda0: float = 0.05
     lambda1: float = 2
-    steps: int = 1500
+    steps: int = 1000
     eval_every: int = 100
     batch_size: int = 32
     learn_rate: float = 0.0005
-    mask_learn_rate: float = 0.05
+    mask_learn_rate: float = 0.5
     seed: int = 0
 
 
