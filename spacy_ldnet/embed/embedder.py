@@ -123,6 +123,18 @@ def fill_word_table(model: Model, X: Optional[List[Doc]], module: CharWordEmbedd
 
 
 def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    return embed_forward(model, docs, is_train, lambda feats, segments: feats)
+
+
+def embed_forward(
+    model: Model,
+    docs: List[Doc],
+    is_train: bool,
+    make_inputs: Callable[[CharWordFeatures, Segments], object],
+) -> Tuple[List[Floats2d], Callable]:
+    """Shared forward pass of the embedders: cut the docs into sequences,
+    featurize them, run the wrapped torch module (``model.layers[0]``) on
+    ``make_inputs(feats, segments)`` and return one (n_tokens, nO) array per doc."""
     width = model.get_dim("nO")
     segments = Segments.from_docs(docs, model.attrs["max_sequence_length"])
     if not segments.spans:
@@ -134,7 +146,7 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats
         word_dim=model.attrs["word_width"],
         n_chars=model.attrs["n_chars"],
     )
-    Y3d, bp_padded = model.layers[0](feats, is_train)  # (S, T, nO)
+    Y3d, bp_padded = model.layers[0](make_inputs(feats, segments), is_train)  # (S, T, nO)
     per_seq = model.ops.unpad(Y3d, segments.lengths.tolist())
     Y = segments.join(per_seq, len(docs), width, model.ops)
 
@@ -146,9 +158,9 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats
     return Y, backprop
 
 
-def _convert_inputs(model: Model, feats: CharWordFeatures, is_train: bool):
-    device = model.shims[0].device
-    args = (
+def char_word_torch_args(feats: CharWordFeatures, device) -> tuple:
+    """The :class:`CharWordEmbedder` arguments as torch tensors on ``device``."""
+    return (
         xp2torch(feats.word_rows, device=device),
         xp2torch(feats.frozen_vectors, device=device),
         xp2torch(feats.char_ids, device=device),
@@ -156,5 +168,8 @@ def _convert_inputs(model: Model, feats: CharWordFeatures, is_train: bool):
         xp2torch(feats.fw_index, device=device),
         xp2torch(feats.bw_index, device=device),
     )
-    return ArgsKwargs(args=args, kwargs={}), lambda d: feats
 
+
+def _convert_inputs(model: Model, feats: CharWordFeatures, is_train: bool):
+    args = char_word_torch_args(feats, model.shims[0].device)
+    return ArgsKwargs(args=args, kwargs={}), lambda d: feats

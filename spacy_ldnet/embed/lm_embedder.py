@@ -29,8 +29,8 @@ from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, xp2torch
 from thinc.types import Floats2d
 
 from ..thinc_utils import convert_padded_outputs
-from .embedder import fill_word_table
-from .featurize import Segments, featurize
+from .embedder import char_word_torch_args, embed_forward, fill_word_table
+from .featurize import Segments
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
 from .modules import CharWordEmbedder
 
@@ -248,43 +248,21 @@ def lm_token_ids(model: Model, docs: Sequence[Doc], segments: Segments) -> Tuple
 
 
 def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
-    width = model.get_dim("nO")
-    segments = Segments.from_docs(docs, model.attrs["max_sequence_length"])
-    if not segments.spans:
-        return [model.ops.alloc2f(0, width) for _ in docs], lambda d: []
     module: LDNetEmbedder = model.layers[0].shims[0]._model
     if module.lm.learn_masks != bool(model.attrs["learn_layer_masks"]):
         module.lm.set_learn_masks(bool(model.attrs["learn_layer_masks"]))
-    feats = featurize(
-        docs,
-        segments,
-        n_word_rows=model.attrs["n_word_rows"],
-        word_dim=model.attrs["word_width"],
-        n_chars=model.attrs["n_chars"],
-    )
-    fw_ids, bw_ids = lm_token_ids(model, docs, segments)
-    Y3d, bp_padded = model.layers[0]((feats, fw_ids, bw_ids), is_train)  # (S, T, nO)
-    per_seq = model.ops.unpad(Y3d, segments.lengths.tolist())
-    Y = segments.join(per_seq, len(docs), width, model.ops)
 
-    def backprop(dY: List[Floats2d]) -> List[Doc]:
-        d_seqs = segments.split(dY)
-        bp_padded(model.ops.pad(d_seqs))
-        return []
+    def make_inputs(feats, segments):
+        fw_ids, bw_ids = lm_token_ids(model, docs, segments)
+        return feats, fw_ids, bw_ids
 
-    return Y, backprop
+    return embed_forward(model, docs, is_train, make_inputs)
 
 
 def _convert_inputs(model: Model, inputs, is_train: bool):
     feats, fw_ids, bw_ids = inputs
     device = model.shims[0].device
-    args = (
-        xp2torch(feats.word_rows, device=device),
-        xp2torch(feats.frozen_vectors, device=device),
-        xp2torch(feats.char_ids, device=device),
-        torch.from_numpy(feats.char_lengths),  # lengths stay on CPU for packing
-        xp2torch(feats.fw_index, device=device),
-        xp2torch(feats.bw_index, device=device),
+    args = char_word_torch_args(feats, device) + (
         xp2torch(fw_ids, device=device),
         xp2torch(bw_ids, device=device),
         torch.from_numpy(feats.lengths),
