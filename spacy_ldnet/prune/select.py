@@ -41,7 +41,8 @@ class PruneSettings:
     lambda0: weight of the regulariser (LD-Net's lambda_0).
     lambda1: layer budget across both LMs (LD-Net's lambda_1).
     steps: optimizer steps of continued training.
-    eval_every: evaluate dev F1 (and save a resumable state) every N steps.
+    eval_every: evaluate dev F1 (and save a resumable state) every N steps;
+        a due evaluation waits up to N steps for a step within the budget.
     batch_size: sentences per step.
     learn_rate: Adam learning rate of the component's own weights.
     mask_learn_rate: SGD learning rate of the masks z.
@@ -176,7 +177,9 @@ def run_layer_selection(
     """Continue training with learnable masks and the LD-Net regulariser.
 
     On return the component holds the best state found within the layer budget
-    (masks included). With ``state_dir``, a resumable state (component bytes,
+    (masks included). Evaluations fall due every ``eval_every`` steps and are
+    taken at the first step from then on with at most ``lambda1`` layers in
+    use (or ``eval_every`` steps later, or at the last step). With ``state_dir``, a resumable state (component bytes,
     step, history, best state) is written every ``eval_every`` steps and picked
     up when the function is called again with the same directory (the Adam
     moments restart).
@@ -241,6 +244,7 @@ def run_layer_selection(
             _write_atomic(sd / "state.json", json.dumps(state).encode("utf8"))
 
     stream = batches()
+    due_since: Optional[int] = None
     while step < settings.steps:
         batch = next(stream)
         losses: Dict[str, float] = {}
@@ -261,8 +265,18 @@ def run_layer_selection(
                 "loss": float(losses.get(name, 0.0)),
             }
         )
-        if step % settings.eval_every == 0 or step == settings.steps:
+        # An evaluation falls due every eval_every steps. Masks that the task
+        # gradient lifts off 0 for a step or two make the number of layers in
+        # use flicker, so a due evaluation waits (up to eval_every steps) for a
+        # step within the budget: only those can become the kept checkpoint.
+        if step % settings.eval_every == 0:
+            due_since = step if due_since is None else due_since
+        within = count_nonzero_layers(lm.layer_masks()) <= settings.lambda1
+        if step == settings.steps or (
+            due_since is not None and (within or step - due_since >= settings.eval_every)
+        ):
             evaluate_and_save()
+            due_since = None
     node.attrs["learn_layer_masks"] = False
     lm.set_learn_masks(False)
     if best_bytes is None:
