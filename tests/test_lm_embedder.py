@@ -331,6 +331,11 @@ def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
         "forward": len(kept["forward"]), "backward": len(kept["backward"]),
     }
     assert_well_formed(pruned("Mary Jones works for Google in London ."), pruned.get_pipe("ldnet_ner").labels)
+    # Run again on the same OUTPUT_DIR: resumes from state/ instead of starting over.
+    again = subprocess.run(proc.args, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "Resuming layer selection" in again.stdout and "measured before" in again.stdout
+    assert json.loads((out / "prune.json").read_text())["kept_layers"] == kept
     missing = subprocess.run(
         [sys.executable, "-m", "spacy_ldnet.cli", "prune", str(tmp_path / "nope"), str(out), "--train", "x", "--dev", "y"],
         capture_output=True, text=True,

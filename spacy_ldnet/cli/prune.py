@@ -78,14 +78,21 @@ def prune(
     speed_docs = [eg.predicted for eg in test_examples]
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    typer.echo(f"Measuring the unpruned pipeline ({key}, words/s on {len(speed_docs)} sentences, {threads} thread(s))")
-    before = {
-        "cost": lm_cost(lm_module(pipe)),
-        "dev_f1": float(nlp.evaluate(dev_examples)[key]),
-        "test_f1": float(nlp.evaluate(test_examples)[key]),
-        "words_per_second": words_per_second(nlp, speed_docs),
-    }
-    typer.echo(json.dumps(before))
+    before_file = output_dir / "state" / "before.json"
+    if before_file.is_file():  # a resumed run: the unpruned pipeline was measured already
+        before = json.loads(before_file.read_text())
+        typer.echo(f"Unpruned pipeline (measured before, {before_file}): {json.dumps(before)}")
+    else:
+        typer.echo(f"Measuring the unpruned pipeline ({key}, words/s on {len(speed_docs)} sentences, {threads} thread(s))")
+        before = {
+            "cost": lm_cost(lm_module(pipe)),
+            "dev_f1": float(nlp.evaluate(dev_examples)[key]),
+            "test_f1": float(nlp.evaluate(test_examples)[key]),
+            "words_per_second": words_per_second(nlp, speed_docs),
+        }
+        typer.echo(json.dumps(before))
+        before_file.parent.mkdir(parents=True, exist_ok=True)
+        before_file.write_text(json.dumps(before))
     settings = PruneSettings(
         lambda0=lambda0, lambda1=lambda1, steps=steps, eval_every=eval_every, batch_size=batch_size,
         learn_rate=learn_rate, mask_learn_rate=mask_learn_rate, seed=seed,
