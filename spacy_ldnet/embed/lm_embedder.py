@@ -136,15 +136,23 @@ def build_lm_embedder(
     )
 
 
+def find_lm_embedder(model: Model) -> Optional[Model]:
+    """The ``LMEmbedder.v1`` layer inside ``model`` (or ``model`` itself), or None."""
+    for node in model.walk():
+        if node.name == "ldnet_lm_embedder":
+            return node
+    return None
+
+
 def get_lm_module(model: Model) -> LMFeatures:
     """The torch :class:`LMFeatures` inside an ``LMEmbedder.v1`` layer (or a model containing one).
 
     Raises: ValueError if there is none.
     """
-    for node in model.walk():
-        if node.name == "ldnet_lm_embedder":
-            return node.layers[0].shims[0]._model.lm
-    raise ValueError("This model has no spacy_ldnet.LMEmbedder.v1 layer (no LM features).")
+    node = find_lm_embedder(model)
+    if node is None:
+        raise ValueError("This model has no spacy_ldnet.LMEmbedder.v1 layer (no LM features).")
+    return node.layers[0].shims[0]._model.lm
 
 
 def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:

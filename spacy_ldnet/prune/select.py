@@ -24,6 +24,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import minibatch
 
+from ..embed.lm_embedder import find_lm_embedder, get_lm_module
 from ..embed.lm_modules import LMFeatures, kept_layers
 from .regularizer import count_nonzero_layers, layer_selection_penalty
 
@@ -78,7 +79,7 @@ def find_lm_pipe(nlp: Language) -> Tuple[str, Any]:
     """
     for name, pipe in nlp.pipeline:
         model = getattr(pipe, "model", None)
-        if model is not None and any(node.name == "ldnet_lm_embedder" for node in model.walk()):
+        if model is not None and find_lm_embedder(model) is not None:
             return name, pipe
     raise PruneError(
         f"No component of this pipeline ({nlp.pipe_names}) uses {LM_ARCHITECTURE}, so there are no LM "
@@ -88,15 +89,15 @@ def find_lm_pipe(nlp: Language) -> Tuple[str, Any]:
 
 
 def _embedder_node(pipe):
-    for node in pipe.model.walk():
-        if node.name == "ldnet_lm_embedder":
-            return node
-    raise PruneError("The component has no ldnet_lm_embedder layer.")
+    node = find_lm_embedder(pipe.model)
+    if node is None:
+        raise PruneError("The component has no ldnet_lm_embedder layer.")
+    return node
 
 
 def lm_module(pipe) -> LMFeatures:
     """The torch :class:`LMFeatures` of a component."""
-    return _embedder_node(pipe).layers[0].shims[0]._model.lm
+    return get_lm_module(pipe.model)
 
 
 def _embedder_config(nlp: Language, name: str) -> Dict[str, Any]:
