@@ -60,15 +60,13 @@ def build_char_word_embedder(
     Raises (at initialize): ValueError if the vectors table is empty or of
     another width than ``word_width``.
     """
-    if n_chars < 128 + 65:
-        raise ValueError(f"n_chars must be >= 193 (ASCII + 64 hash buckets), got {n_chars}")
-    module = CharWordEmbedder(
+    module = char_word_module(
         n_word_rows=n_word_rows,
-        word_dim=word_width,
+        word_width=word_width,
         n_chars=n_chars,
-        char_dim=char_width,
-        char_hidden_dim=char_hidden_width,
-        char_out_dim=char_output_width,
+        char_width=char_width,
+        char_hidden_width=char_hidden_width,
+        char_output_width=char_output_width,
         char_dropout=char_dropout,
     )
     wrapped = PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
@@ -85,6 +83,33 @@ def build_char_word_embedder(
             "max_sequence_length": max_sequence_length,
             "load_glove_if_empty": load_glove_if_empty,
         },
+    )
+
+
+def char_word_module(
+    *,
+    n_word_rows: int,
+    word_width: int,
+    n_chars: int,
+    char_width: int,
+    char_hidden_width: int,
+    char_output_width: int,
+    char_dropout: float,
+) -> CharWordEmbedder:
+    """The torch :class:`CharWordEmbedder` of the embedders, from their config names.
+
+    Raises: ValueError if ``n_chars`` < 193 (ASCII + 64 hash buckets).
+    """
+    if n_chars < 128 + 65:
+        raise ValueError(f"n_chars must be >= 193 (ASCII + 64 hash buckets), got {n_chars}")
+    return CharWordEmbedder(
+        n_word_rows=n_word_rows,
+        word_dim=word_width,
+        n_chars=n_chars,
+        char_dim=char_width,
+        char_hidden_dim=char_hidden_width,
+        char_out_dim=char_output_width,
+        char_dropout=char_dropout,
     )
 
 

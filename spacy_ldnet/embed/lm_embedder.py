@@ -29,10 +29,9 @@ from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, xp2torch
 from thinc.types import Floats2d
 
 from ..thinc_utils import convert_padded_outputs
-from .embedder import char_word_torch_args, embed_forward, fill_word_table
+from .embedder import char_word_module, char_word_torch_args, embed_forward, fill_word_table
 from .featurize import Segments
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
-from .modules import CharWordEmbedder
 
 DIRECTIONS = ("forward", "backward")
 
@@ -91,15 +90,13 @@ def build_lm_embedder(
     LM checkpoint; ValueError when a checkpoint's shapes or direction disagree
     with these arguments (the message names the setting to change).
     """
-    if n_chars < 128 + 65:
-        raise ValueError(f"n_chars must be >= 193 (ASCII + 64 hash buckets), got {n_chars}")
-    char_word = CharWordEmbedder(
+    char_word = char_word_module(
         n_word_rows=n_word_rows,
-        word_dim=word_width,
+        word_width=word_width,
         n_chars=n_chars,
-        char_dim=char_width,
-        char_hidden_dim=char_hidden_width,
-        char_out_dim=char_output_width,
+        char_width=char_width,
+        char_hidden_width=char_hidden_width,
+        char_output_width=char_output_width,
         char_dropout=char_dropout,
     )
     shapes = dict(vocab_size=lm_vocab_size, embed_dim=lm_embed_width, hidden_dim=lm_hidden_width)
