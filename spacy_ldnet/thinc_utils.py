@@ -1,4 +1,8 @@
 """Thinc <-> torch glue shared by the embedder and the tagger."""
+import contextlib
+from typing import Dict, Iterator
+
+import torch
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats3d
 
@@ -18,3 +22,44 @@ def convert_padded_outputs(model: Model, inputs_outputs, is_train: bool):
         return ArgsKwargs(args=(Ytorch,), kwargs={"grad_tensors": dYtorch})
 
     return Y, convert_for_torch_backward
+
+
+@contextlib.contextmanager
+def use_torch_params(model: Model, params: Dict) -> Iterator[None]:
+    """Temporarily load ``params`` (e.g. ``optimizer.averages``) into every
+    torch module wrapped inside ``model``, and restore the live weights after.
+
+    thinc's optimizer keys a wrapped torch parameter as ``(shim.id, name)``
+    (``PyTorchShim.finish_update``), but ``PyTorchShim.use_params`` only reads
+    keys of the form ``"pytorch_{id}_{name}"`` (thinc 8.x), so with
+    ``[training.optimizer] use_averages = true`` spaCy would evaluate and save
+    the live weights instead of the averages. This reads the optimizer's keys.
+    Parameters without an entry (frozen ones, e.g. the LMs) are left as they are.
+
+    Raises: ValueError if an entry's shape differs from the parameter's.
+    """
+    from thinc.shims import PyTorchShim
+
+    swapped = []  # (parameter, live copy)
+    try:
+        with torch.no_grad():
+            for node in model.walk():
+                for shim in node.shims:
+                    if not isinstance(shim, PyTorchShim):
+                        continue
+                    for name, param in shim._model.named_parameters():
+                        value = params.get((shim.id, name)) if params else None
+                        if value is None:
+                            continue
+                        if tuple(value.shape) != tuple(param.shape):
+                            raise ValueError(
+                                f"Averaged parameter {name!r} has shape {tuple(value.shape)}, the model's has "
+                                f"{tuple(param.shape)}. Fix: pass the averages of this model's own optimizer."
+                            )
+                        swapped.append((param, param.detach().clone()))
+                        param.copy_(xp2torch(value).to(device=param.device, dtype=param.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for param, live in swapped:
+                param.copy_(live)

@@ -212,3 +212,52 @@ def test_update_reduces_loss():
         losses.append(out["ldnet_ner"])
     assert all(numpy.isfinite(losses))
     assert losses[-1] < losses[0] * 0.8
+
+
+def test_use_params_swaps_in_averaged_torch_weights(tmp_path):
+    """With ``use_averages`` (thinc's Adam default), ``nlp.use_params(optimizer.averages)``
+    must evaluate and save the averaged torch weights, then restore the live ones."""
+    from spacy_ldnet.ner.model import get_head
+
+    nlp = make_nlp()
+    examples = make_examples(nlp, TWO)
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(0.01, use_averages=True)
+    for _ in range(4):
+        nlp.update(examples, sgd=optimizer)
+    head = get_head(nlp.get_pipe("ldnet_ner").model)
+    shim_id = nlp.get_pipe("ldnet_ner").model.get_ref("head").shims[0].id
+    live = head.emission.weight.detach().clone()
+    average = numpy.asarray(optimizer.averages[(shim_id, "emission.weight")])
+    assert not numpy.allclose(live.numpy(), average)
+    texts = UNSEEN
+    live_scores = _emissions(nlp, texts)
+    with nlp.use_params(optimizer.averages):
+        numpy.testing.assert_allclose(head.emission.weight.detach().numpy(), average, atol=1e-7)
+        averaged_scores = _emissions(nlp, texts)
+        nlp.to_disk(tmp_path / "averaged")
+    assert torch_equal(head.emission.weight, live)
+    assert any(not numpy.allclose(a, b) for a, b in zip(live_scores, averaged_scores))
+    loaded = spacy.load(tmp_path / "averaged")
+    for a, b in zip(_emissions(loaded, texts), averaged_scores):
+        numpy.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_use_params_rejects_averages_of_another_shape():
+    from spacy_ldnet.ner.model import get_head
+
+    nlp = make_nlp()
+    examples = make_examples(nlp, TWO)
+    nlp.initialize(lambda: examples)
+    model = nlp.get_pipe("ldnet_ner").model
+    shim_id = model.get_ref("head").shims[0].id
+    live = get_head(model).emission.weight.detach().clone()
+    bad = {(shim_id, "emission.weight"): numpy.zeros((3, 3), dtype="float32")}
+    with pytest.raises(ValueError, match="emission.weight"):
+        with nlp.use_params(bad):
+            pass
+    assert torch_equal(get_head(model).emission.weight, live)
+
+
+def torch_equal(param, value) -> bool:
+    return bool((param.detach() == value).all())

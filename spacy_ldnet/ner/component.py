@@ -28,6 +28,7 @@ from thinc.api import Model
 from thinc.types import Floats2d
 
 from ..embed.featurize import Segments
+from ..thinc_utils import use_torch_params
 from ..torch_utils import limit_heap_growth
 from .model import build_head, get_head, has_head
 from .tags import allowed_transitions, biluo_tag_names
@@ -364,6 +365,16 @@ class LDNetNER(TrainablePipe):
                 clamp = getattr(getattr(shim, "_model", None), "clamp_layer_masks", None)
                 if clamp is not None:
                     clamp()
+
+    def use_params(self, params: Dict):
+        """Use ``params`` (spaCy passes ``optimizer.averages`` when
+        ``[training.optimizer] use_averages = true``) for evaluation and saving,
+        torch weights included (see :func:`spacy_ldnet.thinc_utils.use_torch_params`).
+
+        A generator, like ``TrainablePipe.use_params``: ``Language.use_params``
+        steps it with ``next()`` rather than entering it."""
+        with use_torch_params(self.model, params), self.model.use_params(params):
+            yield
 
     @staticmethod
     def _pad(seqs: Sequence[Floats2d], head: torch.nn.Module, requires_grad: bool = False):
