@@ -294,6 +294,11 @@ def test_layer_selection_resumes_and_respects_the_budget(tiny_lm_path, tmp_path)
     assert [e["step"] for e in resumed.evaluations] == [3, 6, 9]
     assert resumed.mask_history[:6] == result.mask_history
     assert len(resumed.mask_history) == 9
+    # The same state with another budget is refused, not silently mixed.
+    nlp4, _ = make_lm_nlp(tiny_lm_path)
+    other = PruneSettings(lambda0=0.5, lambda1=6, steps=12, eval_every=3, batch_size=5, mask_learn_rate=2.0)
+    with pytest.raises(PruneError, match="lambda1: saved 2, now 6"):
+        run_layer_selection(nlp4, examples, examples, other, state_dir=tmp_path / "state", log=lambda m: None)
     # Never within budget: a clear error.
     nlp3, _ = make_lm_nlp(tiny_lm_path)
     with pytest.raises(PruneError, match="lambda1=0"):

@@ -202,6 +202,7 @@ def run_layer_selection(
     if state_dir is not None and (Path(state_dir) / "state.json").is_file():
         state_dir = Path(state_dir)
         state = json.loads((state_dir / "state.json").read_text())
+        _check_resumed_settings(state.get("settings"), settings, state_dir)
         pipe.from_bytes((state_dir / "component.bin").read_bytes())
         node.attrs["learn_layer_masks"] = True
         step = int(state["step"])
@@ -241,7 +242,7 @@ def run_layer_selection(
             _write_atomic(sd / "component.bin", pipe.to_bytes(exclude=["vocab"]))
             if best_bytes is not None:
                 _write_atomic(sd / "best.bin", best_bytes)
-            state = {"step": step, **{k: v for k, v in asdict(result).items()}}
+            state = {"step": step, "settings": asdict(settings), **{k: v for k, v in asdict(result).items()}}
             _write_atomic(sd / "state.json", json.dumps(state).encode("utf8"))
 
     stream = batches()
@@ -292,6 +293,31 @@ def run_layer_selection(
     node.attrs["learn_layer_masks"] = False
     lm_module(pipe).set_learn_masks(False)
     return result
+
+
+#: Settings a resumed run may change: more steps continue the same run.
+RESUMABLE_CHANGES = ("steps",)
+
+
+def _check_resumed_settings(saved: Optional[Dict[str, Any]], settings: PruneSettings, state_dir: Path) -> None:
+    """Refuse to resume a state written with other settings (except ``steps``).
+
+    States written before the settings were recorded (``saved`` is None) are
+    resumed as they are.
+
+    Raises: PruneError naming the differing settings and the fix.
+    """
+    if saved is None:
+        return
+    current = asdict(settings)
+    diff = {k: (saved[k], current[k]) for k in current if k in saved and saved[k] != current[k] and k not in RESUMABLE_CHANGES}
+    if diff:
+        listed = ", ".join(f"{k}: saved {a}, now {b}" for k, (a, b) in sorted(diff.items()))
+        raise PruneError(
+            f"The layer-selection state in {state_dir} was written with other settings ({listed}). "
+            f"Fix: give the same settings to continue it, or use another output directory "
+            f"(or delete {state_dir}) to start afresh."
+        )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
