@@ -1,4 +1,5 @@
-"""``spacy_ldnet.BiLSTMCRFTagger.v1``: the model of the ``ldnet_ner`` component.
+"""``spacy_ldnet.BiLSTMCRFTagger.v1`` / ``.v2``: the model of the ``ldnet_ner`` component
+(v2 adds locked, "variational", dropout; see :func:`build_bilstm_crf_tagger_v2`).
 
 ``List[Doc] -> List[Floats2d]``: the embedding sublayer (any tok2vec-style
 layer: :func:`spacy_ldnet.embed.embedder.build_char_word_embedder`,
@@ -49,6 +50,46 @@ def build_bilstm_crf_tagger(
 
     Output: emission scores, one (n_tokens, n_tags) float32 array per doc.
     """
+    return _build_tagger(
+        tok2vec,
+        hidden_width=hidden_width,
+        num_layers=num_layers,
+        dropout=dropout,
+        max_sequence_length=max_sequence_length,
+        mixed_precision=mixed_precision,
+        locked_dropout=False,
+    )
+
+
+@registry.architectures("spacy_ldnet.BiLSTMCRFTagger.v2")
+def build_bilstm_crf_tagger_v2(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    *,
+    hidden_width: int = 200,
+    num_layers: int = 1,
+    dropout: float = 0.5,
+    locked_dropout: bool = True,
+    max_sequence_length: int = 256,
+    mixed_precision: bool = False,
+) -> Model[List[Doc], List[Floats2d]]:
+    """``BiLSTMCRFTagger.v1`` plus ``locked_dropout``: with it (the default), the
+    dropout on the word BiLSTM's input and output draws one mask per sequence
+    and feature, shared by all the sequence's tokens (variational dropout, Gal &
+    Ghahramani 2016; recommended for BiLSTM-CRF taggers by Reimers & Gurevych
+    2017, section 7.3). v1 draws one mask per token. Other arguments and the
+    output are as in v1. Prediction is identical (dropout is off)."""
+    return _build_tagger(
+        tok2vec,
+        hidden_width=hidden_width,
+        num_layers=num_layers,
+        dropout=dropout,
+        max_sequence_length=max_sequence_length,
+        mixed_precision=mixed_precision,
+        locked_dropout=locked_dropout,
+    )
+
+
+def _build_tagger(tok2vec, *, hidden_width, num_layers, dropout, max_sequence_length, mixed_precision, locked_dropout):
     return Model(
         "ldnet_bilstm_crf_tagger",
         _forward,
@@ -62,6 +103,7 @@ def build_bilstm_crf_tagger(
             "dropout": dropout,
             "max_sequence_length": max_sequence_length,
             "mixed_precision": mixed_precision,
+            "locked_dropout": locked_dropout,
         },
     )
 
@@ -97,6 +139,7 @@ def build_head(model: Model, input_width: int, constraint_mask: numpy.ndarray) -
         constraint_mask,
         dropout=model.attrs["dropout"],
         num_layers=model.attrs["num_layers"],
+        locked_dropout=model.attrs.get("locked_dropout", False),
     )
     wrapped = PyTorchWrapper_v2(
         module,

@@ -28,6 +28,10 @@ class BiLSTMCRFHead(nn.Module):
             (see :func:`spacy_ldnet.ner.tags.allowed_transitions`).
         dropout: dropout on the LSTM input and output.
         num_layers: stacked BiLSTM layers.
+        locked_dropout: draw one dropout mask per sequence and feature, shared
+            by all its time steps ("variational" dropout on the LSTM input and
+            output: Gal & Ghahramani 2016; Reimers & Gurevych 2017, section
+            7.3), instead of one mask per token and feature.
     """
 
     def __init__(
@@ -38,8 +42,11 @@ class BiLSTMCRFHead(nn.Module):
         constraint_mask: Optional[numpy.ndarray] = None,
         dropout: float = 0.5,
         num_layers: int = 1,
+        locked_dropout: bool = False,
     ):
         super().__init__()
+        self.locked_dropout = locked_dropout
+        self.p = dropout
         self.lstm = nn.LSTM(
             input_dim, hidden_dim, num_layers=num_layers, batch_first=True, bidirectional=True,
             dropout=dropout if num_layers > 1 else 0.0,
@@ -57,10 +64,25 @@ class BiLSTMCRFHead(nn.Module):
             (S, T, num_tags) emission scores; padded positions are 0.
         """
         packed = pack_padded_sequence(X, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed = PackedSequence(self.dropout(packed.data), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        packed = PackedSequence(self._drop(packed.data, packed), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         with native_cpu_lstm():
             H, _ = self.lstm(packed)  # H.data: (N_tokens, 2*hidden)
         # Emission scores on the packed rows, then pad only the (.., num_tags) result.
-        E = PackedSequence(self.emission(self.dropout(H.data)), H.batch_sizes, H.sorted_indices, H.unsorted_indices)
+        E = PackedSequence(self.emission(self._drop(H.data, H)), H.batch_sizes, H.sorted_indices, H.unsorted_indices)
         E, _ = pad_packed_sequence(E, batch_first=True, total_length=X.shape[1])  # (S, T, num_tags)
         return E
+
+    def _drop(self, data: torch.Tensor, packed: PackedSequence) -> torch.Tensor:
+        """Dropout on packed rows ``data`` (N_tokens, D): per token, or with
+        ``locked_dropout`` one (D,) mask per sequence shared by its tokens."""
+        if not (self.locked_dropout and self.training and self.p > 0):
+            return self.dropout(data)
+        n_seqs = int(packed.batch_sizes[0])
+        # Packed rows are time-major: time step t holds the first batch_sizes[t]
+        # sequences of the length-sorted order.
+        order = packed.sorted_indices
+        if order is None:  # packed with enforce_sorted=True: already in order
+            order = torch.arange(n_seqs, device=data.device)
+        seq_of_row = torch.cat([order[: int(b)] for b in packed.batch_sizes])  # (N_tokens,)
+        keep = torch.empty(n_seqs, data.shape[1], device=data.device, dtype=data.dtype).bernoulli_(1.0 - self.p)
+        return data * (keep / (1.0 - self.p))[seq_of_row]  # (N_tokens, D)
