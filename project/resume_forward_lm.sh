@@ -1,0 +1,14 @@
+#!/bin/bash
+# Continues the default forward LM (resumes from checkpoints/default-forward), niced, 1 thread.
+cd "$(dirname "$0")/.."
+D=${DATA_DIR:-../shared/data}/lm
+exec nice -n 19 .venv/bin/spacy-ldnet pretrain-lm \
+    --train $D/wiki_en.train.tok.txt.gz --train $D/reuters21578.tok.txt.gz \
+    --valid $D/wiki_en.valid.tok.txt.gz \
+    --output checkpoints/default-forward --direction forward \
+    --vocab checkpoints/vocab30k.txt \
+    --output-layer vmf --layers 10 --hidden 128 --embed-dim 50 \
+    --input-embeddings glove --freeze-input --dropout 0.0 --layer-dropout 0.1 \
+    --batch-size 32 --lr 0.001 --max-time 12h \
+    --checkpoint-every 300 --eval-every 1500 --valid-tokens 20000 --nn-eval-tokens 20000 \
+    --log-every 50 --seed 1 --threads 1 --device cpu
