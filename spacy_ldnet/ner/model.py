@@ -50,14 +50,14 @@ def build_bilstm_crf_tagger(
 
     Output: emission scores, one (n_tokens, n_tags) float32 array per doc.
     """
-    return _build_tagger(
+    return build_bilstm_crf_tagger_v2(
         tok2vec,
         hidden_width=hidden_width,
         num_layers=num_layers,
         dropout=dropout,
+        locked_dropout=False,
         max_sequence_length=max_sequence_length,
         mixed_precision=mixed_precision,
-        locked_dropout=False,
     )
 
 
@@ -78,18 +78,6 @@ def build_bilstm_crf_tagger_v2(
     Ghahramani 2016; recommended for BiLSTM-CRF taggers by Reimers & Gurevych
     2017, section 7.3). v1 draws one mask per token. Other arguments and the
     output are as in v1. Prediction is identical (dropout is off)."""
-    return _build_tagger(
-        tok2vec,
-        hidden_width=hidden_width,
-        num_layers=num_layers,
-        dropout=dropout,
-        max_sequence_length=max_sequence_length,
-        mixed_precision=mixed_precision,
-        locked_dropout=locked_dropout,
-    )
-
-
-def _build_tagger(tok2vec, *, hidden_width, num_layers, dropout, max_sequence_length, mixed_precision, locked_dropout):
     return Model(
         "ldnet_bilstm_crf_tagger",
         _forward,
