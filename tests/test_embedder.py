@@ -222,3 +222,87 @@ def test_shared_glove_text_file_loads():
     words, table = load_glove(SHARED_GLOVE, max_rows=200)
     assert len(words) == 200 and table.shape == (200, 50) and table.dtype == numpy.float32
     assert words[0] == "the"
+
+
+# --- CharWordEmbedder.v2: word dropout and the case feature -------------------
+
+def build_embedder_v2(**overrides):
+    cfg = dict(TINY_EMBEDDER, **{"@architectures": "spacy_ldnet.CharWordEmbedder.v2"})
+    cfg.update(overrides)
+    return registry.resolve({"model": cfg})["model"]
+
+
+def test_v1_equals_v2_without_new_options(nlp):
+    """v1 keeps its weights layout (saved v1 pipelines load) and its outputs."""
+    docs = [nlp.make_doc(TARGET), nlp.make_doc(LONG)]
+    v1 = build_embedder()
+    v2 = build_embedder_v2(word_dropout=0.0, case_width=0)
+    v1.initialize(X=docs)
+    v2.initialize(X=docs)
+    m1, m2 = v1.layers[0].shims[0]._model, v2.layers[0].shims[0]._model
+    assert list(m1.state_dict()) == list(m2.state_dict())
+    m2.load_state_dict(m1.state_dict())
+    for a, b in zip(v1.predict(docs), v2.predict(docs)):
+        numpy.testing.assert_allclose(a, b, atol=ATOL)
+
+
+def test_word_dropout_only_in_training(nlp):
+    docs = [nlp.make_doc(TARGET), nlp.make_doc(LONG)]
+    model = build_embedder_v2(word_dropout=0.5)
+    model.initialize(X=docs)
+    plain = build_embedder()
+    plain.initialize(X=docs)
+    plain.layers[0].shims[0]._model.load_state_dict(model.layers[0].shims[0]._model.state_dict())
+    # Predicting: no dropout, same output as the embedder without it.
+    for a, b in zip(model.predict(docs), plain.predict(docs)):
+        numpy.testing.assert_allclose(a, b, atol=ATOL)
+    # Training: about half of the word vectors are the <unk> row.
+    module = model.layers[0].shims[0]._model
+    unk = module.words.weight[-1].detach().numpy()
+    Y, _ = model.begin_update(docs)
+    word = numpy.concatenate([y[:, : VECTOR_WIDTH] for y in Y])
+    is_unk = numpy.isclose(word, unk[None, :], atol=1e-6).all(axis=1)
+    assert 0.3 < is_unk.mean() < 0.7, is_unk.mean()
+    # The character features are untouched by word dropout.
+    chars = numpy.concatenate([y[:, VECTOR_WIDTH:] for y in Y])
+    chars_eval = numpy.concatenate([y[:, VECTOR_WIDTH:] for y in model.predict(docs)])
+    numpy.testing.assert_allclose(chars, chars_eval, atol=ATOL)
+
+
+def test_word_dropout_out_of_range():
+    with pytest.raises(ValueError, match="word_dropout"):
+        build_embedder_v2(word_dropout=1.0)
+
+
+def test_case_feature_tells_case_apart(nlp):
+    """Lower-cased GloVe rows are equal for 'Apple' and 'apple'; the case feature is not."""
+    model = build_embedder_v2(case_width=4)
+    assert model.get_dim("nO") == VECTOR_WIDTH + TINY_EMBEDDER["char_output_width"] + 4
+    docs = [nlp.make_doc("Apple apple APPLE 1996 , McDonald")]
+    model.initialize(X=docs)
+    Y = model.predict(docs)[0]
+    assert Y.shape == (6, model.get_dim("nO"))
+    case = Y[:, -4:]
+    for i in range(6):
+        for j in range(i + 1, 6):
+            assert not numpy.allclose(case[i], case[j]), (i, j)
+    numpy.testing.assert_allclose(Y[0, :VECTOR_WIDTH], Y[1, :VECTOR_WIDTH], atol=ATOL)
+
+
+def test_case_ids():
+    from spacy_ldnet.embed.featurize import (
+        CASE_DIGIT,
+        CASE_LOWER,
+        CASE_OTHER,
+        CASE_PUNCT,
+        CASE_TITLE,
+        CASE_UPPER,
+        case_ids_for,
+    )
+
+    nlp = spacy.blank("en")
+    doc = nlp.make_doc("the EU Peter 1996 , McDonald 🙂")
+    assert case_ids_for(doc).tolist() == [
+        CASE_LOWER, CASE_UPPER, CASE_TITLE, CASE_DIGIT, CASE_PUNCT, CASE_OTHER, CASE_OTHER,
+    ]
+    assert case_ids_for(nlp.make_doc("")).shape == (0,)

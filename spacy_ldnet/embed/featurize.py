@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import numpy
-from spacy.attrs import LOWER
+from spacy.attrs import IS_DIGIT, IS_LOWER, IS_PUNCT, IS_TITLE, IS_UPPER, LOWER
 from spacy.tokens import Doc
 
 from ..sequences import sequence_spans
@@ -52,6 +52,26 @@ class CharWordFeatures:
     fw_index: numpy.ndarray  # (S, T) int64, index of the space after word t
     bw_index: numpy.ndarray  # (S, T) int64, index of word t's first character
     lengths: numpy.ndarray  # (S,) int64, tokens per sequence
+    case_ids: numpy.ndarray  # (S, T) int64, word shape (see case_ids_for), 0 = padding
+
+
+#: Word shape ids of :func:`case_ids_for`.
+CASE_LOWER, CASE_UPPER, CASE_TITLE, CASE_DIGIT, CASE_PUNCT, CASE_OTHER = 1, 2, 3, 4, 5, 6
+
+
+def case_ids_for(doc: Doc) -> numpy.ndarray:
+    """Word shape id per token, (n_tokens,) int64, in [1, 6]: lower-case,
+    UPPER-CASE (one upper-case letter alone counts as Title), Title-case, all
+    digits, punctuation, other (mixed case, symbols, digits with letters).
+    """
+    flags = doc.to_array([IS_LOWER, IS_UPPER, IS_TITLE, IS_DIGIT, IS_PUNCT]).reshape(-1, 5).astype(bool)
+    ids = numpy.full(len(doc), CASE_OTHER, dtype="int64")
+    ids[flags[:, 4]] = CASE_PUNCT
+    ids[flags[:, 3]] = CASE_DIGIT
+    ids[flags[:, 1]] = CASE_UPPER
+    ids[flags[:, 2]] = CASE_TITLE
+    ids[flags[:, 0]] = CASE_LOWER
+    return ids
 
 
 #: Code points at or above ``n_chars - 1 - HASH_BUCKETS`` share these buckets.
@@ -89,6 +109,8 @@ def featurize(
     frozen = numpy.zeros((S, T, word_dim), dtype="float32")
     fw_index = numpy.zeros((S, T), dtype="int64")
     bw_index = numpy.zeros((S, T), dtype="int64")
+    case_ids = numpy.zeros((S, T), dtype="int64")
+    case_cache = {}
     char_seqs: List[numpy.ndarray] = []
     lower_cache = {}
     vectors = docs[0].vocab.vectors if len(docs) else None
@@ -108,6 +130,9 @@ def featurize(
                     data = vectors.data
                     data = data.get() if hasattr(data, "get") else data  # cupy -> numpy
                 frozen[s, : end - start][beyond] = data[rows[beyond]]
+        if i not in case_cache:
+            case_cache[i] = case_ids_for(doc)
+        case_ids[s, : end - start] = case_cache[i][start:end]
         words = [t.text for t in doc[start:end]]
         wlens = numpy.fromiter((len(w) for w in words), dtype="int64", count=len(words))
         starts = numpy.concatenate([[0], numpy.cumsum(wlens + 1)[:-1]])
@@ -119,4 +144,6 @@ def featurize(
     char_ids = numpy.zeros((S, C), dtype="int64")
     for s, c in enumerate(char_seqs):
         char_ids[s, : len(c)] = c
-    return CharWordFeatures(word_rows, frozen, char_ids, char_lengths, fw_index, bw_index, segments.lengths)
+    return CharWordFeatures(
+        word_rows, frozen, char_ids, char_lengths, fw_index, bw_index, segments.lengths, case_ids
+    )

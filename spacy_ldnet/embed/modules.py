@@ -84,14 +84,26 @@ class FinetunedWordEmbedding(nn.Module):
     of words never seen in training receive no gradient anyway, while the
     saved model holds only ``n_rows`` rows.
 
+    Word dropout (training only): each token is read as ``<unk>`` with
+    probability ``word_dropout``, so the tagger cannot rely on the vectors of
+    the words (entity names) it has seen in training and learns to use the
+    character and context features too (the unknown-word replacement of
+    Lample et al. 2016, section 4, applied per token instead of to singletons).
+
     Args:
         n_rows: trainable rows (GloVe rows 0..n_rows-1, frequency order).
         dim: embedding width (must equal the vectors table's width).
+        word_dropout: probability in [0, 1) of reading a token as ``<unk>`` in training.
+
+    Raises: ValueError if ``word_dropout`` is outside [0, 1).
     """
 
-    def __init__(self, n_rows: int, dim: int):
+    def __init__(self, n_rows: int, dim: int, word_dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
         self.n_rows = n_rows
+        self.word_dropout = word_dropout
         self.weight = nn.Parameter(torch.empty(n_rows + 1, dim).normal_(0.0, 0.1))
 
     def forward(self, rows: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
@@ -103,16 +115,45 @@ class FinetunedWordEmbedding(nn.Module):
             (..., dim) float.
         """
         unk = self.n_rows
+        if self.training and self.word_dropout > 0.0:
+            drop = torch.rand(rows.shape, device=rows.device) < self.word_dropout  # (...,) bool
+            rows = torch.where(drop, torch.full_like(rows, -1), rows)
         idx = torch.where(rows < 0, torch.full_like(rows, unk), torch.where(rows < unk, rows, torch.full_like(rows, unk)))
         tuned = self.weight[idx]  # (..., dim)
         use_frozen = (rows >= unk).unsqueeze(-1)  # (..., 1)
         return torch.where(use_frozen, frozen.to(tuned.dtype), tuned)
 
 
-class CharWordEmbedder(nn.Module):
-    """[word embedding; character BiLSTM feature] per token (LD-Net section 4.1).
+#: Word shape classes of :class:`CaseEmbedding` (0 is padding).
+N_CASE_CLASSES = 7
 
-    Output width is ``word_dim + char_out_dim``.
+
+class CaseEmbedding(nn.Module):
+    """Embedding of a token's word shape: lower, UPPER, Title, digits,
+    punctuation, other (the "caps" feature of Collobert et al. 2011, JMLR).
+
+    The GloVe lookup is lower-cased, so this gives the word feature back the
+    case the lookup drops; ids come from
+    :func:`spacy_ldnet.embed.featurize.case_ids_for`.
+
+    Args:
+        width: embedding width.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.embed = nn.Embedding(N_CASE_CLASSES, width, padding_idx=0)
+
+    def forward(self, case_ids: torch.Tensor) -> torch.Tensor:
+        """(S, T) long -> (S, T, width) float."""
+        return self.embed(case_ids)
+
+
+class CharWordEmbedder(nn.Module):
+    """[word embedding; character BiLSTM feature(; case feature)] per token
+    (LD-Net section 4.1).
+
+    Output width is ``word_dim + char_out_dim + case_dim``.
     """
 
     def __init__(
@@ -125,11 +166,14 @@ class CharWordEmbedder(nn.Module):
         char_hidden_dim: int,
         char_out_dim: int,
         char_dropout: float = 0.0,
+        word_dropout: float = 0.0,
+        case_dim: int = 0,
     ):
         super().__init__()
-        self.words = FinetunedWordEmbedding(n_word_rows, word_dim)
+        self.words = FinetunedWordEmbedding(n_word_rows, word_dim, word_dropout)
         self.chars = CharBiLSTM(n_chars, char_dim, char_hidden_dim, char_out_dim, char_dropout)
-        self.output_dim = word_dim + char_out_dim
+        self.case = CaseEmbedding(case_dim) if case_dim > 0 else None
+        self.output_dim = word_dim + char_out_dim + case_dim
 
     def forward(
         self,
@@ -139,14 +183,21 @@ class CharWordEmbedder(nn.Module):
         char_lengths: torch.Tensor,
         fw_index: torch.Tensor,
         bw_index: torch.Tensor,
+        case_ids: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
             word_rows: (S, T) long; frozen_vectors: (S, T, word_dim) float;
-            char_ids, char_lengths, fw_index, bw_index: as in :class:`CharBiLSTM`.
+            char_ids, char_lengths, fw_index, bw_index: as in :class:`CharBiLSTM`;
+            case_ids: (S, T) long word-shape ids, required when ``case_dim > 0``.
         Returns:
-            (S, T, word_dim + char_out_dim) float.
+            (S, T, word_dim + char_out_dim + case_dim) float.
+        Raises: ValueError if the module has a case feature and ``case_ids`` is None.
         """
         w = self.words(word_rows, frozen_vectors)  # (S, T, word_dim)
         c = self.chars(char_ids, char_lengths, fw_index, bw_index)  # (S, T, char_out_dim)
-        return torch.cat([w, c], dim=-1)
+        if self.case is None:
+            return torch.cat([w, c], dim=-1)
+        if case_ids is None:
+            raise ValueError("This CharWordEmbedder has a case feature (case_dim > 0): pass case_ids.")
+        return torch.cat([w, c, self.case(case_ids)], dim=-1)  # (S, T, Dw + Dc + Dcase)
