@@ -184,12 +184,20 @@ def random_docs(nlp, n=6, seed=0):
     return [Doc(nlp.vocab, words=[str(w) for w in rng.choice(words, size=int(rng.integers(1, 20)))]) for _ in range(n)]
 
 
+V2_OPTIONS = {"@architectures": "spacy_ldnet.LMEmbedder.v2", "word_dropout": 0.2, "case_width": 3}
+
+
 @pytest.mark.parametrize(
-    "forward,backward",
-    [([0.7, 0.0, 0.4], [0.0, 0.9, 0.0]), ([0.0, 0.0, 1.0], [1.0, 0.0, 0.3]), ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])],
+    "forward,backward,embedder",
+    [
+        ([0.7, 0.0, 0.4], [0.0, 0.9, 0.0], {}),
+        ([0.0, 0.0, 1.0], [1.0, 0.0, 0.3], {}),
+        ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], {}),
+        ([0.5, 1.0, 0.0], [0.0, 0.0, 0.8], V2_OPTIONS),
+    ],
 )
-def test_pruned_pipeline_equals_masked_pipeline(tiny_lm_path, tmp_path, forward, backward):
-    nlp, examples = make_lm_nlp(tiny_lm_path)
+def test_pruned_pipeline_equals_masked_pipeline(tiny_lm_path, tmp_path, forward, backward, embedder):
+    nlp, examples = make_lm_nlp(tiny_lm_path, **embedder)
     nlp.update(examples, sgd=Adam(0.01), drop=0.0)
     set_masks(nlp, forward, backward)
     docs = random_docs(nlp)
@@ -209,6 +217,7 @@ def test_pruned_pipeline_equals_masked_pipeline(tiny_lm_path, tmp_path, forward,
     nlp.to_disk(tmp_path / "pruned")
     cfg = spacy.util.load_config(tmp_path / "pruned" / "config.cfg")
     tok2vec_cfg = cfg["components"]["ldnet_ner"]["model"]["tok2vec"]
+    assert tok2vec_cfg["@architectures"] == embedder.get("@architectures", "spacy_ldnet.LMEmbedder.v1")
     assert (tok2vec_cfg["forward_layers"], tok2vec_cfg["backward_layers"]) == (len(keep["forward"]), len(keep["backward"]))
     loaded = spacy.load(tmp_path / "pruned")
     for a, b in zip(emissions(loaded, docs), masked):

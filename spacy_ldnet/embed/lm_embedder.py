@@ -1,4 +1,4 @@
-"""``spacy_ldnet.LMEmbedder.v1``: LD-Net's full token features as a tok2vec-style
+"""``spacy_ldnet.LMEmbedder.v1``/``.v2``: LD-Net's full token features as a tok2vec-style
 thinc layer, ``List[Doc] -> List[Floats2d]``.
 
 Per token (LD-Net section 4.1): [fine-tuned GloVe word embedding; character
@@ -29,7 +29,7 @@ from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, xp2torch
 from thinc.types import Floats2d
 
 from ..thinc_utils import convert_padded_outputs
-from .embedder import char_word_module, char_word_torch_args, embed_forward, fill_word_table
+from .embedder import char_word_module, char_word_torch_args, char_word_torch_kwargs, embed_forward, fill_word_table
 from .featurize import Segments
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
 
@@ -63,10 +63,61 @@ def build_lm_embedder(
     learn_layer_masks: bool = False,
     cache_lm_tokens: int = 0,
 ) -> Model[List[Doc], List[Floats2d]]:
+    """Build the LD-Net embedder: ``LMEmbedder.v2`` without word dropout and
+    without the case feature. Arguments, output and errors as v2."""
+    return build_lm_embedder_v2(
+        n_word_rows=n_word_rows,
+        word_width=word_width,
+        n_chars=n_chars,
+        char_width=char_width,
+        char_hidden_width=char_hidden_width,
+        char_output_width=char_output_width,
+        char_dropout=char_dropout,
+        max_sequence_length=max_sequence_length,
+        load_glove_if_empty=load_glove_if_empty,
+        lm_vocab_size=lm_vocab_size,
+        lm_embed_width=lm_embed_width,
+        lm_hidden_width=lm_hidden_width,
+        forward_layers=forward_layers,
+        backward_layers=backward_layers,
+        lm_output_width=lm_output_width,
+        lm_dropout=lm_dropout,
+        learn_layer_masks=learn_layer_masks,
+        cache_lm_tokens=cache_lm_tokens,
+        word_dropout=0.0,
+        case_width=0,
+    )
+
+
+@registry.architectures("spacy_ldnet.LMEmbedder.v2")
+def build_lm_embedder_v2(
+    *,
+    n_word_rows: int = 50000,
+    word_width: int = 50,
+    n_chars: int = 512,
+    char_width: int = 30,
+    char_hidden_width: int = 50,
+    char_output_width: int = 50,
+    char_dropout: float = 0.0,
+    max_sequence_length: int = 256,
+    load_glove_if_empty: bool = True,
+    lm_vocab_size: int = 30000,
+    lm_embed_width: int = 50,
+    lm_hidden_width: int = 128,
+    forward_layers: int = 10,
+    backward_layers: int = 10,
+    lm_output_width: int = 100,
+    lm_dropout: float = 0.5,
+    learn_layer_masks: bool = False,
+    cache_lm_tokens: int = 0,
+    word_dropout: float = 0.0,
+    case_width: int = 0,
+) -> Model[List[Doc], List[Floats2d]]:
     """Build the LD-Net embedder: character + word features and LM features.
 
     Args:
-        n_word_rows ... load_glove_if_empty: as ``spacy_ldnet.CharWordEmbedder.v1``.
+        n_word_rows ... load_glove_if_empty, word_dropout, case_width: as
+            ``spacy_ldnet.CharWordEmbedder.v2`` (the last two new in v2).
         lm_vocab_size: rows of each LM's input vocabulary (both LMs).
         lm_embed_width: LM input-embedding width (x_t).
         lm_hidden_width: width of every LM layer.
@@ -82,8 +133,8 @@ def build_lm_embedder(
             epochs then skip the LMs. Not used while learning the masks or
             when predicting.
 
-    Output: one (n_tokens, word_width + char_output_width + lm_output_width)
-    float32 array per doc.
+    Output: one (n_tokens, word_width + char_output_width + case_width +
+    lm_output_width) float32 array per doc.
 
     Raises (at initialize): ValueError for an empty or mis-sized vectors
     table (see CharWordEmbedder.v1); LMCheckpointError for a missing or corrupt
@@ -98,6 +149,8 @@ def build_lm_embedder(
         char_hidden_width=char_hidden_width,
         char_output_width=char_output_width,
         char_dropout=char_dropout,
+        word_dropout=word_dropout,
+        case_width=case_width,
     )
     shapes = dict(vocab_size=lm_vocab_size, embed_dim=lm_embed_width, hidden_dim=lm_hidden_width)
     lm = LMFeatures(
@@ -114,7 +167,7 @@ def build_lm_embedder(
         _forward,
         init=_init,
         layers=[wrapped],
-        dims={"nO": word_width + char_output_width + lm_output_width},
+        dims={"nO": word_width + char_output_width + case_width + lm_output_width},
         attrs={
             "n_word_rows": n_word_rows,
             "word_width": word_width,
@@ -134,7 +187,7 @@ def build_lm_embedder(
 
 
 def find_lm_embedder(model: Model) -> Optional[Model]:
-    """The ``LMEmbedder.v1`` layer inside ``model`` (or ``model`` itself), or None."""
+    """The ``LMEmbedder`` (v1 or v2) layer inside ``model`` (or ``model`` itself), or None."""
     for node in model.walk():
         if node.name == "ldnet_lm_embedder":
             return node
@@ -272,4 +325,5 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
         xp2torch(bw_ids, device=device),
         torch.from_numpy(feats.lengths),
     )
-    return ArgsKwargs(args=args, kwargs={}), lambda d: inputs
+    kwargs = char_word_torch_kwargs(feats, model.shims[0]._model.char_word, device)
+    return ArgsKwargs(args=args, kwargs=kwargs), lambda d: inputs

@@ -6,7 +6,7 @@ Self-contained torch: no spaCy or thinc imports. The thinc wrapper is
 Shapes: S sequences, T tokens (padded), L_f / L_b layers of the forward /
 backward LM, D_f / D_b their dense output widths (``embed_dim + L * hidden_dim``).
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -214,7 +214,7 @@ class LMFeatures(nn.Module):
 class LDNetEmbedder(nn.Module):
     """[word embedding; character BiLSTM feature; r_t] per token (LD-Net section 4.1).
 
-    Output width ``word_dim + char_out_dim + lm.out_dim``.
+    Output width ``word_dim + char_out_dim + case_dim + lm.out_dim``.
     """
 
     def __init__(self, char_word: CharWordEmbedder, lm: LMFeatures):
@@ -241,13 +241,16 @@ class LDNetEmbedder(nn.Module):
         lm_fw_ids: torch.Tensor,
         lm_bw_ids: torch.Tensor,
         lengths: torch.Tensor,
+        case_ids: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args: as :class:`CharWordEmbedder` and :meth:`LMFeatures.dense_outputs`.
         Returns:
-            (S, T, word_dim + char_out_dim + lm.out_dim) float.
+            (S, T, word_dim + char_out_dim + case_dim + lm.out_dim) float.
         """
-        cw = self.char_word(word_rows, frozen_vectors, char_ids, char_lengths, fw_index, bw_index)  # (S, T, Dw+Dc)
+        cw = self.char_word(
+            word_rows, frozen_vectors, char_ids, char_lengths, fw_index, bw_index, case_ids
+        )  # (S, T, Dw + Dc + Dcase)
         r = self.lm(lm_fw_ids, lm_bw_ids, lengths)  # (S, T, out_dim)
         return torch.cat([cw, r[:, : cw.shape[1]]], dim=-1)
 

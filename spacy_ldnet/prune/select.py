@@ -29,6 +29,8 @@ from ..embed.lm_modules import LMFeatures, kept_layers
 from .regularizer import count_nonzero_layers, layer_selection_penalty
 
 LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
+#: Every version of the LM embedder whose config block pruning rewrites.
+LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2")
 
 
 class PruneError(ValueError):
@@ -105,7 +107,7 @@ def _embedder_config(nlp: Language, name: str) -> Dict[str, Any]:
 
     def search(block):
         if isinstance(block, dict):
-            if block.get("@architectures") == LM_ARCHITECTURE:
+            if block.get("@architectures") in LM_ARCHITECTURES:
                 return block
             for value in block.values():
                 found = search(value)
