@@ -43,19 +43,7 @@ def build_char_word_embedder(
     """Build the character + word embedder: ``CharWordEmbedder.v2`` without
     word dropout and without the case feature. Arguments, output and errors as v2.
     """
-    return build_char_word_embedder_v2(
-        n_word_rows=n_word_rows,
-        word_width=word_width,
-        n_chars=n_chars,
-        char_width=char_width,
-        char_hidden_width=char_hidden_width,
-        char_output_width=char_output_width,
-        char_dropout=char_dropout,
-        max_sequence_length=max_sequence_length,
-        load_glove_if_empty=load_glove_if_empty,
-        word_dropout=0.0,
-        case_width=0,
-    )
+    return build_char_word_embedder_v2(**locals(), word_dropout=0.0, case_width=0)
 
 
 @registry.architectures("spacy_ldnet.CharWordEmbedder.v2")

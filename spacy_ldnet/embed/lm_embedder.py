@@ -65,28 +65,7 @@ def build_lm_embedder(
 ) -> Model[List[Doc], List[Floats2d]]:
     """Build the LD-Net embedder: ``LMEmbedder.v2`` without word dropout and
     without the case feature. Arguments, output and errors as v2."""
-    return build_lm_embedder_v2(
-        n_word_rows=n_word_rows,
-        word_width=word_width,
-        n_chars=n_chars,
-        char_width=char_width,
-        char_hidden_width=char_hidden_width,
-        char_output_width=char_output_width,
-        char_dropout=char_dropout,
-        max_sequence_length=max_sequence_length,
-        load_glove_if_empty=load_glove_if_empty,
-        lm_vocab_size=lm_vocab_size,
-        lm_embed_width=lm_embed_width,
-        lm_hidden_width=lm_hidden_width,
-        forward_layers=forward_layers,
-        backward_layers=backward_layers,
-        lm_output_width=lm_output_width,
-        lm_dropout=lm_dropout,
-        learn_layer_masks=learn_layer_masks,
-        cache_lm_tokens=cache_lm_tokens,
-        word_dropout=0.0,
-        case_width=0,
-    )
+    return build_lm_embedder_v2(**locals(), word_dropout=0.0, case_width=0)
 
 
 @registry.architectures("spacy_ldnet.LMEmbedder.v2")
