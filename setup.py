@@ -1,7 +1,7 @@
 """spacy-ldnet: LD-Net (Liu et al., EMNLP 2018) sequence labelling for spaCy."""
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 here = Path(__file__).parent
 about: dict = {}
@@ -15,7 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["spacy_ldnet", "spacy_ldnet.*"]),
+    # namespace discovery: lm/default/{forward,backward} hold data only (no __init__.py)
+    packages=find_namespace_packages(include=["spacy_ldnet", "spacy_ldnet.*"]),
     # The shipped default LMs (issue 3): spacy_ldnet/lm/default/{forward,backward}/*
     package_data={"spacy_ldnet": ["lm/default/*/*"]},
     include_package_data=True,
