@@ -112,6 +112,7 @@ def build_char_word_embedder_v2(
             "n_chars": n_chars,
             "max_sequence_length": max_sequence_length,
             "load_glove_if_empty": load_glove_if_empty,
+            "case_width": case_width,
         },
     )
 
@@ -204,6 +205,7 @@ def embed_forward(
         n_word_rows=model.attrs["n_word_rows"],
         word_dim=model.attrs["word_width"],
         n_chars=model.attrs["n_chars"],
+        with_case=model.attrs.get("case_width", 0) > 0,
     )
     Y3d, bp_padded = model.layers[0](make_inputs(feats, segments), is_train)  # (S, T, nO)
     per_seq = model.ops.unpad(Y3d, segments.lengths.tolist())

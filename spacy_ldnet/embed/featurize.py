@@ -52,7 +52,7 @@ class CharWordFeatures:
     fw_index: numpy.ndarray  # (S, T) int64, index of the space after word t
     bw_index: numpy.ndarray  # (S, T) int64, index of word t's first character
     lengths: numpy.ndarray  # (S,) int64, tokens per sequence
-    case_ids: numpy.ndarray  # (S, T) int64, word shape (see case_ids_for), 0 = padding
+    case_ids: numpy.ndarray  # (S, T) int64, word shape (see case_ids_for); all 0 unless featurize(with_case=True)
 
 
 #: Word shape ids of :func:`case_ids_for`.
@@ -97,11 +97,13 @@ def featurize(
     n_word_rows: int,
     word_dim: int,
     n_chars: int,
+    with_case: bool = False,
 ) -> CharWordFeatures:
     """Build the padded inputs for all sequences of a batch.
 
     The word lookup is lower-cased (GloVe 6B is uncased): each token's ``LOWER``
-    hash is looked up in ``doc.vocab.vectors``.
+    hash is looked up in ``doc.vocab.vectors``. Word-shape ids are computed
+    only ``with_case`` (embedders with a case feature).
     """
     S = len(segments.spans)
     T = int(segments.lengths.max()) if S else 0
@@ -130,9 +132,10 @@ def featurize(
                     data = vectors.data
                     data = data.get() if hasattr(data, "get") else data  # cupy -> numpy
                 frozen[s, : end - start][beyond] = data[rows[beyond]]
-        if i not in case_cache:
-            case_cache[i] = case_ids_for(doc)
-        case_ids[s, : end - start] = case_cache[i][start:end]
+        if with_case:
+            if i not in case_cache:
+                case_cache[i] = case_ids_for(doc)
+            case_ids[s, : end - start] = case_cache[i][start:end]
         words = [t.text for t in doc[start:end]]
         wlens = numpy.fromiter((len(w) for w in words), dtype="int64", count=len(words))
         starts = numpy.concatenate([[0], numpy.cumsum(wlens + 1)[:-1]])

@@ -153,6 +153,7 @@ def build_lm_embedder_v2(
             "n_chars": n_chars,
             "max_sequence_length": max_sequence_length,
             "load_glove_if_empty": load_glove_if_empty,
+            "case_width": case_width,
             "learn_layer_masks": learn_layer_masks,
             "lm_path": None,
             # Filled at initialize from the checkpoints; saved with the model.
