@@ -202,9 +202,16 @@ CHUNK_CFG = CONFIG_DIR / "conll00_chunk.cfg"
 BASE_CFG = CONFIG_DIR / "conll03_ner.cfg"
 
 
+# Settings the NER config changed after the chunk runs, which the chunk
+# configs keep at their old values until chunking is retrained with them.
+CHUNK_KEEPS = {"char_dropout": 0.0}
+
+
 def test_chunk_config_is_the_base_experiment_in_spans_mode():
     base, cfg = load_config(BASE_CFG), load_config(CHUNK_CFG)
-    assert cfg["components"]["ldnet_ner"]["model"] == base["components"]["ldnet_ner"]["model"]
+    base_model = dict(base["components"]["ldnet_ner"]["model"])
+    base_model["tok2vec"] = {**base_model["tok2vec"], **CHUNK_KEEPS}
+    assert cfg["components"]["ldnet_ner"]["model"] == base_model
     assert cfg["components"]["ldnet_ner"]["spans_key"] == KEY
     assert cfg["components"]["ldnet_ner"]["scorer"] == SPAN_SCORER
     assert cfg["corpora"] == base["corpora"] and cfg["initialize"] == base["initialize"]
