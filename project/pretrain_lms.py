@@ -2,6 +2,7 @@
 
 Usage: python project/pretrain_lms.py OUT --enabled 0|1 --data-dir DIR [--gpu N]
        [--max-time 6h] [--threads 1] [--runs lms/runs]
+       python project/pretrain_lms.py --resume forward|backward [--data-dir DIR] [--max-time 12h]
 
 * ``--enabled 0`` (the project default, ``vars.pretrain``): copy the LMs that
   ship with spacy_ldnet (``spacy_ldnet/lm/default``) to OUT. Nothing is trained.
@@ -11,6 +12,10 @@ Usage: python project/pretrain_lms.py OUT --enabled 0|1 --data-dir DIR [--gpu N]
   ``--gpu N`` (>= 0) trains on cuda:N with bfloat16 autocast. Runs go to
   ``--runs`` and resume when the step is run again (longer ``--max-time``
   continues them). The final models are exported to OUT in float16.
+* ``--resume DIRECTION``: continue the run behind the shipped LM of that
+  direction (``checkpoints/default-DIRECTION``, vocabulary
+  ``checkpoints/vocab30k.txt``) with the same settings; nothing is exported
+  (``project/resume_lm.sh`` runs this niced).
 """
 import argparse
 import shutil
@@ -21,16 +26,58 @@ from pathlib import Path
 FILES = ("config.json", "model.safetensors", "vocab.txt")
 
 
+def pretrain_lm_command(
+    files, valid, output, direction, vocab, device, max_time, threads, *, progress=False
+):
+    """The ``spacy-ldnet pretrain-lm`` argument list of the shipped LMs' settings
+    (docs/lm_pretraining.md); the batch is 32 sentences on CPU, 128 on a GPU."""
+    return [
+        "spacy-ldnet", "pretrain-lm",
+        *[x for f in files for x in ("--train", str(f))],
+        "--valid", str(valid), "--output", str(output), "--direction", direction,
+        "--vocab", str(vocab), "--output-layer", "vmf", "--layers", "10", "--hidden", "128",
+        "--embed-dim", "50", "--input-embeddings", "glove", "--freeze-input", "--dropout", "0.0",
+        "--layer-dropout", "0.1", "--batch-size", "32" if device == "cpu" else "128",
+        "--lr", "0.001", "--max-time", max_time, "--checkpoint-every", "300",
+        "--eval-every", "1500", "--valid-tokens", "20000", "--nn-eval-tokens", "20000",
+        "--log-every", "50", "--seed", "1", "--threads", str(threads), "--device", device,
+        "--progress" if progress else "--no-progress",
+    ]
+
+
+def lm_corpus(data_dir):
+    """(train files, valid file) under DATA_DIR/lm; exits with a message naming the fix if one is missing."""
+    lm_dir = Path(data_dir) / "lm"
+    files = [lm_dir / "wiki_en.train.tok.txt.gz", lm_dir / "reuters21578.tok.txt.gz"]
+    valid = lm_dir / "wiki_en.valid.tok.txt.gz"
+    for f in files + [valid]:
+        if not f.is_file():
+            sys.exit(f"Error: LM corpus file not found: {f}. Fix: set vars.data_dir (or --data-dir) to the folder holding lm/.")
+    return files, valid
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("out")
+    p.add_argument("out", nargs="?")
+    p.add_argument("--resume", choices=("forward", "backward"), default=None)
     p.add_argument("--enabled", type=int, default=0)
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--gpu", type=int, default=-1)
-    p.add_argument("--max-time", default="6h")
+    p.add_argument("--max-time", default=None, help="default 6h; 12h with --resume")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", default="lms/runs")
     args = p.parse_args()
+    if args.resume:
+        files, valid = lm_corpus(args.data_dir)
+        direction, device = args.resume, "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
+        cmd = pretrain_lm_command(
+            files, valid, Path("checkpoints") / f"default-{direction}", direction,
+            Path("checkpoints") / "vocab30k.txt", device, args.max_time or "12h", args.threads, progress=True,
+        )
+        print("Running:", " ".join(cmd), flush=True)
+        return subprocess.run(cmd).returncode
+    if args.out is None:
+        p.error("OUT is required unless --resume is given")
     out = Path(args.out)
     if not args.enabled:
         from spacy_ldnet.embed.lm_embedder import default_lm_path
@@ -43,13 +90,7 @@ def main() -> int:
         print(f"Pretraining is off (vars.pretrain = 0): copied the shipped LMs from {src} to {out}.")
         return 0
 
-    lm_dir = Path(args.data_dir) / "lm"
-    files = [lm_dir / "wiki_en.train.tok.txt.gz", lm_dir / "reuters21578.tok.txt.gz"]
-    valid = lm_dir / "wiki_en.valid.tok.txt.gz"
-    for f in files + [valid]:
-        if not f.is_file():
-            print(f"Error: LM corpus file not found: {f}. Fix: set vars.data_dir to the folder holding lm/.", file=sys.stderr)
-            return 1
+    files, valid = lm_corpus(args.data_dir)
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     vocab = runs / "vocab30k.txt"
@@ -60,17 +101,7 @@ def main() -> int:
         v.save(str(vocab))
     device = f"cuda:{args.gpu}" if args.gpu >= 0 else "cpu"
     for direction in ("forward", "backward"):
-        cmd = [
-            "spacy-ldnet", "pretrain-lm",
-            *[x for f in files for x in ("--train", str(f))],
-            "--valid", str(valid), "--output", str(runs / direction), "--direction", direction,
-            "--vocab", str(vocab), "--output-layer", "vmf", "--layers", "10", "--hidden", "128",
-            "--embed-dim", "50", "--input-embeddings", "glove", "--freeze-input", "--dropout", "0.0",
-            "--layer-dropout", "0.1", "--batch-size", "32" if device == "cpu" else "128",
-            "--lr", "0.001", "--max-time", args.max_time, "--checkpoint-every", "300",
-            "--eval-every", "1500", "--valid-tokens", "20000", "--nn-eval-tokens", "20000",
-            "--seed", "1", "--threads", str(args.threads), "--device", device, "--no-progress",
-        ]
+        cmd = pretrain_lm_command(files, valid, runs / direction, direction, vocab, device, args.max_time or "6h", args.threads)
         print("Running:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     from spacy_ldnet.lm.pretrain import export_model

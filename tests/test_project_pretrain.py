@@ -1,0 +1,70 @@
+"""project/pretrain_lms.py: the one argument list of the shipped LMs' recipe."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "project" / "pretrain_lms.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("pretrain_lms", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _parse(cmd):
+    """The keyword arguments `spacy-ldnet pretrain-lm` would get for CMD."""
+    from spacy_ldnet.cli.pretrain_lm import pretrain_lm
+
+    assert cmd[:2] == ["spacy-ldnet", "pretrain-lm"]
+    app = typer.Typer()
+    app.command()(pretrain_lm)
+    command = typer.main.get_command(app)
+    return command.make_context("pretrain-lm", list(cmd[2:])).params
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_recipe_builds_the_shipped_architecture(direction):
+    """The recipe `pretrain` (and resume_lm.sh) runs must train the model the
+    package ships: a drift in either breaks resuming the shipped runs."""
+    from spacy_ldnet.embed.lm_embedder import default_lm_path
+
+    mod = _load_script()
+    cmd = mod.pretrain_lm_command(["a.txt.gz", "b.txt.gz"], "v.txt.gz", "out", direction, "vocab.txt", "cpu", "1h", 1)
+    params = _parse(cmd)
+    shipped = json.loads((default_lm_path() / direction / "config.json").read_text())
+    assert params["direction"] == shipped["direction"] == direction
+    assert params["layers"] == shipped["num_layers"]
+    assert params["hidden"] == shipped["hidden_dim"]
+    assert params["embed_dim"] == shipped["embed_dim"]
+    assert params["output_layer"] == shipped["output"]
+    assert params["dropout"] == shipped["dropout"]
+    assert params["layer_dropout"] == shipped["layer_dropout"]
+    assert params["freeze_input"] == shipped["freeze_input"]
+    assert params["input_embeddings"] == shipped["extra"]["input_embeddings"]
+    assert [Path(p).name for p in params["train"]] == ["a.txt.gz", "b.txt.gz"]
+    assert params["batch_size"] == 32 and params["progress"] is False
+    gpu = _parse(mod.pretrain_lm_command(["a"], "v", "o", direction, "vocab", "cuda:0", "1h", 1, progress=True))
+    assert gpu["batch_size"] == 128 and gpu["device"] == "cuda:0" and gpu["progress"] is True
+
+
+def test_resume_with_missing_corpus_names_file_and_fix(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--resume", "backward", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert str(tmp_path / "lm" / "wiki_en.train.tok.txt.gz") in proc.stderr
+    assert "--data-dir" in proc.stderr
+
+
+def test_out_is_required_without_resume(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "OUT is required" in proc.stderr
