@@ -21,11 +21,13 @@ from spacy_ldnet.lm import DenseLSTMLM, LMConfig, LMCheckpointError, save_lm
 from spacy_ldnet.lm.data import SPECIAL_TOKENS
 from spacy_ldnet.prune.regularizer import layer_selection_penalty
 from spacy_ldnet.prune.select import (
+    FineTuneSettings,
     PruneError,
     PruneSettings,
     lm_cost,
     lm_module,
     prune_in_place,
+    run_fine_tuning,
     run_layer_selection,
 )
 
@@ -317,6 +319,42 @@ def test_layer_selection_resumes_and_respects_the_budget(tiny_lm_path, tmp_path)
         )
 
 
+def test_fine_tuning_keeps_the_lms_fixed_keeps_the_best_state_and_resumes(tiny_lm_path, tmp_path):
+    nlp, examples = make_lm_nlp(tiny_lm_path)
+    set_masks(nlp, [1.0, 0.0, 0.7], [0.0, 0.6, 0.0])
+    prune_in_place(nlp)
+    pipe = nlp.get_pipe("ldnet_ner")
+    lm_before = {k: v.clone() for k, v in lm_module(pipe).state_dict().items()}
+    weights_before = pipe.to_bytes(exclude=["vocab"])
+    settings = FineTuneSettings(steps=4, eval_every=2, batch_size=5, learn_rate=0.01)
+    quiet = lambda m: None  # noqa: E731
+    result = run_fine_tuning(nlp, examples, examples, settings, state_dir=tmp_path / "ft", log=quiet)
+    assert [e["step"] for e in result.evaluations] == [0, 2, 4]
+    assert result.best_dev_f1 == max(e["dev_f1"] for e in result.evaluations)
+    # The component holds the best state: evaluating it again gives the best F1.
+    assert nlp.evaluate(examples)["ents_f"] == pytest.approx(result.best_dev_f1)
+    if result.best_step == 0:
+        assert pipe.to_bytes(exclude=["vocab"]) == weights_before
+    lm_after = lm_module(pipe).state_dict()
+    assert lm_after.keys() == lm_before.keys()
+    for k, v in lm_before.items():  # LM weights and the kept masks did not move
+        torch.testing.assert_close(lm_after[k], v, rtol=0, atol=0)
+    assert lm_module(pipe).forward_masks.tolist() == pytest.approx([1.0, 0.7])
+    # Training happened: the saved last state differs from the pruned pipeline's.
+    assert (tmp_path / "ft" / "component.bin").read_bytes() != weights_before
+    # More steps on the same state continue it; other settings are refused.
+    nlp2, _ = make_lm_nlp(tiny_lm_path)
+    set_masks(nlp2, [1.0, 0.0, 0.7], [0.0, 0.6, 0.0])
+    prune_in_place(nlp2)
+    more = FineTuneSettings(steps=6, eval_every=2, batch_size=5, learn_rate=0.01)
+    resumed = run_fine_tuning(nlp2, examples, examples, more, state_dir=tmp_path / "ft", log=quiet)
+    assert [e["step"] for e in resumed.evaluations] == [0, 2, 4, 6]
+    assert resumed.evaluations[:3] == result.evaluations
+    other = FineTuneSettings(steps=8, eval_every=2, batch_size=5, learn_rate=0.1)
+    with pytest.raises(PruneError, match="learn_rate: saved 0.01, now 0.1"):
+        run_fine_tuning(nlp2, examples, examples, other, state_dir=tmp_path / "ft", log=quiet)
+
+
 def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
     nlp, examples = make_lm_nlp(tiny_lm_path)
     optimizer = Adam(0.01)
@@ -329,7 +367,8 @@ def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "spacy_ldnet.cli", "prune", str(tmp_path / "trained"), str(out),
          "--train", str(tmp_path / "data.spacy"), "--dev", str(tmp_path / "data.spacy"),
-         "--steps", "4", "--eval-every", "2", "--lambda0", "0.5", "--mask-learn-rate", "3", "--batch-size", "5"],
+         "--steps", "4", "--eval-every", "2", "--lambda0", "0.5", "--mask-learn-rate", "3", "--batch-size", "5",
+         "--finetune-steps", "2"],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -340,6 +379,8 @@ def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
     for k in ("dev_f1", "test_f1", "words_per_second", "lm_parameters"):
         assert set(report[k]) >= {"before", "after"}
     assert (out / "layer_masks.png").stat().st_size > 1000
+    assert [e["step"] for e in report["finetune"]["evaluations"]] == [0, 2]
+    assert report["dev_f1"]["after"] == pytest.approx(max(e["dev_f1"] for e in report["finetune"]["evaluations"]))
     pruned = spacy.load(out / "model-pruned")
     assert lm_cost(lm_module(pruned.get_pipe("ldnet_ner")))["layers"] == {
         "forward": len(kept["forward"]), "backward": len(kept["backward"]),
@@ -349,6 +390,7 @@ def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
     again = subprocess.run(proc.args, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr + again.stdout
     assert "Resuming layer selection" in again.stdout and "measured before" in again.stdout
+    assert "Resuming fine-tuning" in again.stdout
     assert json.loads((out / "prune.json").read_text())["kept_layers"] == kept
     missing = subprocess.run(
         [sys.executable, "-m", "spacy_ldnet.cli", "prune", str(tmp_path / "nope"), str(out), "--train", "x", "--dev", "y"],

@@ -8,6 +8,12 @@ Writes into OUTPUT_DIR:
                      dev/test F1 and words/s, before and after
 * ``layer_masks.png`` each z_i over the pruning steps
 * ``state/``         resumable state; rerunning the command continues from it
+                     (``state/finetune/`` for ``--finetune-steps``)
+
+With ``--finetune-steps N`` the pruned pipeline is trained N more steps before
+it is written (see :func:`spacy_ldnet.prune.select.run_fine_tuning`); "after"
+figures then describe the fine-tuned pipeline, and ``prune.json`` keeps the
+pruned-as-selected dev/test F1 under ``finetune``.
 """
 import json
 import os
@@ -36,6 +42,8 @@ def prune(
     learn_rate: float = typer.Option(0.0005, "--learn-rate", help="Adam learning rate of the component weights."),
     mask_learn_rate: float = typer.Option(0.5, "--mask-learn-rate", help="SGD learning rate of the layer masks."),
     seed: int = typer.Option(0, "--seed"),
+    finetune_steps: int = typer.Option(0, "--finetune-steps", help="After the deletion, train the pruned pipeline this many more steps (LMs and masks fixed; learning rate decaying linearly to 0) and keep its best dev state (0: off)."),
+    finetune_learn_rate: float = typer.Option(0.0005, "--finetune-learn-rate", help="Adam learning rate at the start of fine-tuning."),
     threads: int = typer.Option(1, "--threads", help="torch threads (training and the speed measurement)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU for the continued training (-1: CPU)."),
     gold_preproc: bool = typer.Option(True, "--gold-preproc/--no-gold-preproc", help="Read the corpora with gold tokenization and sentences (as training did)."),
@@ -46,6 +54,7 @@ def prune(
     from spacy.training import Corpus
 
     from ..prune.select import (
+        FineTuneSettings,
         PruneError,
         PruneSettings,
         find_lm_pipe,
@@ -53,6 +62,7 @@ def prune(
         lm_module,
         plot_masks,
         prune_in_place,
+        run_fine_tuning,
         run_layer_selection,
         score_key,
         words_per_second,
@@ -108,6 +118,19 @@ def prune(
     lm = lm_module(pipe)
     masks = {"forward": lm.forward_masks.detach().tolist(), "backward": lm.backward_masks.detach().tolist()}
     keep = prune_in_place(nlp)
+    finetune = None
+    if finetune_steps > 0:
+        ft_settings = FineTuneSettings(
+            steps=finetune_steps, eval_every=eval_every, batch_size=batch_size, learn_rate=finetune_learn_rate, seed=seed
+        )
+        selected_test_f1 = float(nlp.evaluate(test_examples)[key])
+        ft = run_fine_tuning(nlp, train_examples, dev_examples, ft_settings, state_dir=output_dir / "state" / "finetune", log=typer.echo)
+        finetune = {
+            "settings": asdict(ft_settings),
+            "best_step": ft.best_step,
+            "selected_before_finetune": {"dev_f1": ft.evaluations[0]["dev_f1"], "test_f1": selected_test_f1},
+            "evaluations": ft.evaluations,
+        }
     pruned_dir = output_dir / "model-pruned"
     nlp.to_disk(pruned_dir)
     pruned = spacy.load(pruned_dir)
@@ -144,6 +167,7 @@ def prune(
             "torch_threads": threads,
         },
         "evaluations": result.evaluations,
+        "finetune": finetune,
         "plot": str(plot) if plot else None,
         "machine": {"cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
     }
@@ -154,6 +178,12 @@ def prune(
         f"{report['lm_multiply_adds_per_token']['after']:,} ({report['lm_multiply_adds_per_token']['ratio']:.1%})"
     )
     typer.echo(f"LM LSTM parameters: {report['lm_parameters']['before']:,} -> {report['lm_parameters']['after']:,}")
+    if finetune:
+        sel = finetune["selected_before_finetune"]
+        typer.echo(
+            f"pruned as selected: dev {sel['dev_f1'] * 100:.2f}, test {sel['test_f1'] * 100:.2f}; "
+            f"fine-tuned {finetune_steps} steps, best at step {finetune['best_step']}"
+        )
     typer.echo(f"dev {key}: {before['dev_f1'] * 100:.2f} -> {after['dev_f1'] * 100:.2f}")
     typer.echo(f"test {key}: {before['test_f1'] * 100:.2f} -> {after['test_f1'] * 100:.2f}")
     typer.echo(

@@ -63,6 +63,31 @@ class PruneSettings:
 
 
 @dataclass
+class FineTuneSettings:
+    """Hyper-parameters of :func:`run_fine_tuning` (training after the deletion).
+
+    steps: optimizer steps (0: no fine-tuning).
+    eval_every: evaluate dev F1 (and save a resumable state) every N steps.
+    batch_size: sentences per step.
+    learn_rate: Adam learning rate at step 0; it decays linearly to 0 at ``steps``.
+    seed: shuffling seed.
+    """
+
+    steps: int = 0
+    eval_every: int = 100
+    batch_size: int = 32
+    learn_rate: float = 0.0005
+    seed: int = 0
+
+
+@dataclass
+class FineTuneResult:
+    best_step: int  # 0: the pruned pipeline as selected was best
+    best_dev_f1: float
+    evaluations: List[Dict[str, Any]] = field(default_factory=list)  # per evaluation: step, dev_f1
+
+
+@dataclass
 class SelectionResult:
     best_step: Optional[int]
     best_dev_f1: Optional[float]
@@ -216,14 +241,7 @@ def run_layer_selection(
     lm.set_learn_masks(True)
     optimizer = Adam(settings.learn_rate, grad_clip=5.0)
     mask_optimizer = torch.optim.SGD([lm.forward_masks, lm.backward_masks], lr=settings.mask_learn_rate)
-    rng = random.Random(settings.seed + step)
-    train_examples = list(train_examples)
-
-    def batches():
-        while True:
-            order = list(train_examples)
-            rng.shuffle(order)
-            yield from minibatch(order, size=settings.batch_size)
+    stream = _batches(train_examples, settings.batch_size, random.Random(settings.seed + step))
 
     def evaluate_and_save() -> None:
         nonlocal best_bytes
@@ -239,15 +257,8 @@ def run_layer_selection(
             f"{' (within budget)' if within else ''}  best {result.best_dev_f1 and result.best_dev_f1 * 100}"
         )
         if state_dir is not None:
-            sd = Path(state_dir)
-            sd.mkdir(parents=True, exist_ok=True)
-            _write_atomic(sd / "component.bin", pipe.to_bytes(exclude=["vocab"]))
-            if best_bytes is not None:
-                _write_atomic(sd / "best.bin", best_bytes)
-            state = {"step": step, "settings": asdict(settings), **{k: v for k, v in asdict(result).items()}}
-            _write_atomic(sd / "state.json", json.dumps(state).encode("utf8"))
+            _save_state(Path(state_dir), pipe, best_bytes, {"step": step, "settings": asdict(settings), **asdict(result)})
 
-    stream = batches()
     due_since: Optional[int] = None
     while step < settings.steps:
         batch = next(stream)
@@ -297,11 +308,85 @@ def run_layer_selection(
     return result
 
 
+def run_fine_tuning(
+    nlp: Language,
+    train_examples: Sequence[Example],
+    dev_examples: Sequence[Example],
+    settings: FineTuneSettings,
+    *,
+    state_dir: Optional[Path] = None,
+    log: Callable[[str], None] = print,
+) -> FineTuneResult:
+    """Train a pruned pipeline further, its LMs (and their layer masks) fixed.
+
+    Layer selection hands over the component at the first good step within
+    the layer budget, trained so far with layers fading out under it; this
+    continues training the component's own weights (word and character
+    features, W, word BiLSTM, CRF) on the kept layers alone, the usual
+    prune-then-fine-tune recipe. The learning rate decays linearly from
+    ``learn_rate`` to 0. The pruned pipeline as selected is evaluated first
+    (step 0), so the kept state is never worse on dev than no fine-tuning.
+    On return the component holds the state with the best dev F1. With
+    ``state_dir`` the run is resumable like :func:`run_layer_selection`.
+
+    Raises:
+        PruneError: the pipeline has no LM embedder, or ``state_dir`` holds a
+            state written with other settings.
+    """
+    from thinc.api import Adam
+
+    name, pipe = find_lm_pipe(nlp)
+    key = score_key(nlp)
+    node = _embedder_node(pipe)
+    node.attrs["learn_layer_masks"] = False
+    result: Optional[FineTuneResult] = None
+    best_bytes: Optional[bytes] = None
+    step = 0
+    if state_dir is not None and (Path(state_dir) / "state.json").is_file():
+        state_dir = Path(state_dir)
+        state = json.loads((state_dir / "state.json").read_text())
+        _check_resumed_settings(state.get("settings"), settings, state_dir)
+        pipe.from_bytes((state_dir / "component.bin").read_bytes())
+        node.attrs["learn_layer_masks"] = False
+        step = int(state["step"])
+        result = FineTuneResult(state["best_step"], state["best_dev_f1"], state["evaluations"])
+        best_bytes = (state_dir / "best.bin").read_bytes()
+        log(f"Resuming fine-tuning from {state_dir} at step {step}")
+
+    def evaluate_and_save() -> None:
+        nonlocal best_bytes, result
+        dev_f1 = float(nlp.evaluate(list(dev_examples))[key])
+        if result is None:
+            result = FineTuneResult(step, dev_f1)
+        result.evaluations.append({"step": step, "dev_f1": dev_f1})
+        if best_bytes is None or dev_f1 > result.best_dev_f1:
+            result.best_dev_f1, result.best_step = dev_f1, step
+            best_bytes = pipe.to_bytes(exclude=["vocab"])
+        log(f"fine-tune step {step:5d}  dev {key} {dev_f1 * 100:6.2f}  best {result.best_dev_f1 * 100:6.2f} (step {result.best_step})")
+        if state_dir is not None:
+            _save_state(Path(state_dir), pipe, best_bytes, {"step": step, "settings": asdict(settings), **asdict(result)})
+
+    if result is None:
+        evaluate_and_save()
+    optimizer = Adam(settings.learn_rate, grad_clip=5.0)
+    stream = _batches(train_examples, settings.batch_size, random.Random(settings.seed + step))
+    while step < settings.steps:
+        optimizer.learn_rate = settings.learn_rate * (1.0 - step / settings.steps)
+        pipe.update(next(stream), drop=0.0, sgd=None, losses={})
+        pipe.finish_update(optimizer)
+        step += 1
+        if step % settings.eval_every == 0 or step == settings.steps:
+            evaluate_and_save()
+    pipe.from_bytes(best_bytes, exclude=["vocab"])
+    node.attrs["learn_layer_masks"] = False
+    return result
+
+
 #: Settings a resumed run may change: more steps continue the same run.
 RESUMABLE_CHANGES = ("steps",)
 
 
-def _check_resumed_settings(saved: Optional[Dict[str, Any]], settings: PruneSettings, state_dir: Path) -> None:
+def _check_resumed_settings(saved: Optional[Dict[str, Any]], settings: Any, state_dir: Path) -> None:
     """Refuse to resume a state written with other settings (except ``steps``).
 
     States written before the settings were recorded (``saved`` is None) are
@@ -320,6 +405,24 @@ def _check_resumed_settings(saved: Optional[Dict[str, Any]], settings: PruneSett
             f"Fix: give the same settings to continue it, or use another output directory "
             f"(or delete {state_dir}) to start afresh."
         )
+
+
+def _batches(examples: Sequence[Example], size: int, rng: random.Random):
+    """Endless minibatches of ``size`` examples, reshuffled by ``rng`` every epoch."""
+    examples = list(examples)
+    while True:
+        order = list(examples)
+        rng.shuffle(order)
+        yield from minibatch(order, size=size)
+
+
+def _save_state(state_dir: Path, pipe, best_bytes: Optional[bytes], state: Dict[str, Any]) -> None:
+    """Write a resumable state: the component now, the best one so far, and ``state`` as JSON."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(state_dir / "component.bin", pipe.to_bytes(exclude=["vocab"]))
+    if best_bytes is not None:
+        _write_atomic(state_dir / "best.bin", best_bytes)
+    _write_atomic(state_dir / "state.json", json.dumps(state).encode("utf8"))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
