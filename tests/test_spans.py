@@ -205,6 +205,9 @@ BASE_CFG = CONFIG_DIR / "conll03_ner.cfg"
 # Settings the NER config changed after the chunk runs, which the chunk
 # configs keep at their old values until chunking is retrained with them.
 CHUNK_KEEPS = {"char_dropout": 0.0}
+#: Training settings chunking keeps from before the CoNLL-2003 configs moved
+#: to 12,000 steps (session 6): the chunkers were not retrained with them.
+CHUNK_TRAINING_KEEPS = {"max_steps": 8000}
 
 
 def test_chunk_config_is_the_base_experiment_in_spans_mode():
@@ -216,7 +219,9 @@ def test_chunk_config_is_the_base_experiment_in_spans_mode():
     assert cfg["components"]["ldnet_ner"]["scorer"] == SPAN_SCORER
     assert cfg["corpora"] == base["corpora"] and cfg["initialize"] == base["initialize"]
     for key in set(base["training"]) | set(cfg["training"]):
-        if key != "score_weights":
+        if key in CHUNK_TRAINING_KEEPS:
+            assert cfg["training"][key] == CHUNK_TRAINING_KEEPS[key], key
+        elif key != "score_weights":
             assert cfg["training"][key] == base["training"][key], key
     weights = cfg["training"]["score_weights"]
     assert weights[f"spans_{KEY}_f"] == 1.0
