@@ -14,8 +14,13 @@ Usage: python project/pretrain_lms.py OUT --enabled 0|1 --data-dir DIR [--gpu N]
   continues them). The final models are exported to OUT in float16.
 * ``--resume DIRECTION``: continue the run behind the shipped LM of that
   direction (``checkpoints/default-DIRECTION``, vocabulary
-  ``checkpoints/vocab30k.txt``) with the same settings; nothing is exported
-  (``project/resume_lm.sh`` runs this niced).
+  ``checkpoints/vocab30k.txt``) with the same settings. Where that run's
+  checkpoints are not on disk (a fresh clone), a new run in the same folder
+  starts from the shipped LM's weights (``--init-from``, fresh Adam state) at
+  the first corpus buffer it has not seen (``--start-buffer``, from its
+  ``tokens_seen``); running it again resumes that run. Nothing is exported
+  (``project/resume_lm.sh`` runs this niced; ``spacy-ldnet pretrain-lm``'s
+  final model is in ``checkpoints/default-DIRECTION/model``).
 """
 import argparse
 import shutil
@@ -45,6 +50,25 @@ def pretrain_lm_command(
     ]
 
 
+def continue_shipped_args(direction, files):
+    """``(extra pretrain-lm arguments, vocab path)`` that start a new run from the shipped LM.
+
+    The run starts from its weights (``--init-from``) at the first corpus buffer
+    it has not trained on (``--start-buffer``, counted from its ``tokens_seen``)."""
+    import json
+
+    from spacy_ldnet.embed.lm_embedder import default_lm_path
+    from spacy_ldnet.lm.data import buffers_covering
+
+    shipped = default_lm_path() / direction
+    extra = json.loads((shipped / "config.json").read_text(encoding="utf-8"))["extra"]
+    seen = int(extra.get("tokens_seen") or extra.get("training", {}).get("tokens_seen", 0))
+    start = buffers_covering(files, seen) if seen else 0
+    print(f"No checkpoints of the shipped {direction} LM here: continuing its weights from {shipped} "
+          f"({seen} targets seen) at corpus buffer {start}.", flush=True)
+    return ["--init-from", str(shipped), "--start-buffer", str(start)], shipped / "vocab.txt"
+
+
 def lm_corpus(data_dir):
     """(train files, valid file) under DATA_DIR/lm; exits with a message naming the fix if one is missing."""
     lm_dir = Path(data_dir) / "lm"
@@ -70,10 +94,13 @@ def main() -> int:
     if args.resume:
         files, valid = lm_corpus(args.data_dir)
         direction, device = args.resume, "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"
+        run_dir = Path("checkpoints") / f"default-{direction}"
+        vocab, extra_args = Path("checkpoints") / "vocab30k.txt", []
+        if not (run_dir / "checkpoints").is_dir():
+            extra_args, vocab = continue_shipped_args(direction, files)
         cmd = pretrain_lm_command(
-            files, valid, Path("checkpoints") / f"default-{direction}", direction,
-            Path("checkpoints") / "vocab30k.txt", device, args.max_time or "12h", args.threads, progress=True,
-        )
+            files, valid, run_dir, direction, vocab, device, args.max_time or "12h", args.threads, progress=True,
+        ) + extra_args
         print("Running:", " ".join(cmd), flush=True)
         return subprocess.run(cmd).returncode
     if args.out is None:

@@ -223,3 +223,18 @@ def test_eval_batches_capped_and_deterministic(tmp_path):
     assert 50 <= n < 50 + 12
     again = list(iter_eval_batches(path, vocab, batch_size=8, max_tokens=50))
     assert all(torch.equal(x.token_ids, y.token_ids) for x, y in zip(capped, again))
+
+
+def test_buffers_covering_counts_targets_per_buffer(tmp_path):
+    from spacy_ldnet.lm.data import LMDataError, buffers_covering
+
+    corpus = tmp_path / "c.txt"
+    # 10 sentences of 3 tokens: 4 targets each (3 tokens + end of sentence)
+    corpus.write_text("\n".join(["a b c"] * 10) + "\n", encoding="utf-8")
+    # buffers of 4 sentences hold 16 targets: 1 target -> buffer 0 was read -> start at 1
+    assert buffers_covering([corpus], 1, buffer_size=4) == 1
+    assert buffers_covering([corpus], 16, buffer_size=4) == 1
+    assert buffers_covering([corpus], 17, buffer_size=4) == 2
+    assert buffers_covering([corpus], 40, buffer_size=4) == 3  # the last, partial buffer
+    with pytest.raises(LMDataError, match="second epoch"):
+        buffers_covering([corpus], 41, buffer_size=4)

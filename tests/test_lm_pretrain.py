@@ -264,3 +264,62 @@ def test_ddp_two_processes(tmp_path):
     assert [d["rank"] for d in state["data"]] == [0, 1]
     model, _, _ = load_lm(out / "model")
     assert param_digest(model) == metrics["param_digests"][0]
+
+
+def _valid_loss(log):
+    return [r["valid_loss"] for r in log if r["event"] == "valid"]
+
+
+def test_init_from_export_continues_its_weights(tmp_path):
+    # a first run, exported in float16 as the shipped LMs are
+    first = _cfg(tmp_path, name="first", max_steps=60, dropout=0.0, layer_dropout=0.0,
+                 checkpoint_every=1000, eval_every=1000)
+    s1 = pretrain(first)
+    export = export_model(first.output, tmp_path / "export", dtype="float16")
+    # a new run from the export, 0 extra steps of learning rate: the validation
+    # loss is the export's (fp16 rounding only), far from a fresh model's
+    cont = _cfg(tmp_path, name="cont", max_steps=1, lr=1e-12, dropout=0.0, layer_dropout=0.0,
+                checkpoint_every=1000, eval_every=1000, init_from=str(export), seed=9)
+    s2 = pretrain(cont)
+    fresh = pretrain(_cfg(tmp_path, name="fresh", max_steps=1, lr=1e-12, seed=9,
+                          checkpoint_every=1000, eval_every=1000))
+    l1, l2, l0 = (s["last_valid"]["valid_loss"] for s in (s1, s2, fresh))
+    assert abs(l2 - l1) < 0.02 * abs(l1), (l1, l2)
+    assert l0 > l1 + 0.5, (l0, l1)
+    start = [r for r in _log(cont.output) if r["event"] == "start"][0]
+    assert start["init_from"] == str(export)
+    assert (Path(cont.output) / "vocab.txt").read_text() == (export / "vocab.txt").read_text()
+    # an export of another architecture is refused with the setting named
+    with pytest.raises(PretrainError, match="hidden"):
+        pretrain(_cfg(tmp_path, name="bad", hidden=24, init_from=str(export)))
+    with pytest.raises(PretrainError, match="not a directory"):
+        pretrain(_cfg(tmp_path, name="bad2", init_from=str(tmp_path / "nope")))
+
+
+def test_start_buffer_skips_the_first_buffers(tmp_path):
+    # distinct sentences per buffer: buffer 0 holds "alpha", buffer 1 "beta"
+    corpus = tmp_path / "ab.txt"
+    corpus.write_text("\n".join(["alpha alpha ."] * 40 + ["beta beta ."] * 40) + "\n", encoding="utf-8")
+    cfg = _cfg(tmp_path, name="skip", train=[str(corpus)], valid=str(corpus), buffer_size=40,
+               batch_size=8, max_steps=5, start_buffer=1, checkpoint_every=1000, eval_every=1000)
+    seen = []
+    from spacy_ldnet.lm import pretrain as pt
+
+    orig = pt.BatchStream.__iter__
+
+    def spy(self):
+        for b in orig(self):
+            seen.append(b.token_ids.clone())
+            yield b
+
+    pt.BatchStream.__iter__ = spy
+    try:
+        pretrain(cfg)
+    finally:
+        pt.BatchStream.__iter__ = orig
+    vocab = (Path(cfg.output) / "vocab.txt").read_text().split("\n")
+    alpha, beta = vocab.index("alpha"), vocab.index("beta")
+    ids = torch.cat([t.flatten() for t in seen])
+    assert (ids == beta).any() and not (ids == alpha).any()
+    with pytest.raises(PretrainError, match="start-buffer"):
+        pretrain(_cfg(tmp_path, name="neg", start_buffer=-1))

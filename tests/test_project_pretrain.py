@@ -68,3 +68,26 @@ def test_resume_with_missing_corpus_names_file_and_fix(tmp_path):
 def test_out_is_required_without_resume(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "OUT is required" in proc.stderr
+
+
+def test_continue_shipped_starts_past_the_text_it_saw(tmp_path, monkeypatch):
+    """Without the shipped run's checkpoints, --resume starts from the shipped
+    weights at the first corpus buffer they have not seen."""
+    import spacy_ldnet.embed.lm_embedder as lm_embedder
+    from spacy_ldnet.lm.data import LMDataError
+
+    shipped = tmp_path / "shipped"
+    (shipped / "forward").mkdir(parents=True)
+    (shipped / "forward" / "config.json").write_text(json.dumps({"extra": {"tokens_seen": 20000 * 4 + 1}}))
+    monkeypatch.setattr(lm_embedder, "default_lm_path", lambda: shipped)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(["a b c"] * 50000) + "\n", encoding="utf-8")  # 4 targets per line
+    mod = _load_script()
+    extra, vocab = mod.continue_shipped_args("forward", [corpus])
+    assert extra == ["--init-from", str(shipped / "forward"), "--start-buffer", "2"]
+    assert vocab == shipped / "forward" / "vocab.txt"
+    params = _parse(mod.pretrain_lm_command([corpus], corpus, "o", "forward", vocab, "cpu", "1h", 1) + extra)
+    assert params["start_buffer"] == 2 and Path(params["init_from"]) == shipped / "forward"
+    (shipped / "forward" / "config.json").write_text(json.dumps({"extra": {"tokens_seen": 10**7}}))
+    with pytest.raises(LMDataError, match="second epoch"):
+        mod.continue_shipped_args("forward", [corpus])

@@ -52,6 +52,8 @@ def pretrain_lm(
     buffer_size: int = typer.Option(20000, "--buffer-size", help="Sentences shuffled and length-bucketed together."),
     max_len: int = typer.Option(200, "--max-len", help="Longer sentences are cut into pieces of this many tokens."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a tqdm progress bar."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start a new run from the trained weights of an exported LM (config.json, model.safetensors, vocab.txt; e.g. spacy_ldnet/lm/default/forward) with a fresh optimizer and that LM's vocabulary. Ignored when --output holds a checkpoint to resume."),
+    start_buffer: int = typer.Option(0, "--start-buffer", help="A new run starts reading the corpus at this buffer (of --buffer-size sentences), e.g. past the text an --init-from LM has seen (spacy-ldnet lm-info prints it)."),
 ) -> None:
     """Pretrain a densely connected LSTM language model (LD-Net / ELMo-C) on tokenized text."""
     from ..lm.data import LMDataError
@@ -96,6 +98,8 @@ def pretrain_lm(
             buffer_size=buffer_size,
             max_len=max_len,
             progress=progress,
+            init_from=str(init_from) if init_from else None,
+            start_buffer=start_buffer,
         )
         summary = pretrain(cfg)
     except (PretrainError, LMDataError, ValueError) as e:

@@ -129,6 +129,38 @@ def count_tokens(
     return counts, n_sent, n_tok
 
 
+def buffers_covering(
+    paths: Sequence[PathLike], n_targets: int, *, buffer_size: int = 20000, max_len: int = 200
+) -> int:
+    """How many whole :class:`BatchStream` buffers (single process) hold ``n_targets``.
+
+    A run that has trained on ``n_targets`` prediction targets (``tokens_seen``
+    in its logs; one per token plus the end-of-sentence target) has read at
+    most this many buffers of epoch 0, so a continuation that starts at this
+    buffer index (``--start-buffer``) sees only text that run has not seen.
+    Streams the corpus up to that point (about a minute per 10M tokens).
+
+    Raises:
+        LMDataError: the corpus holds fewer targets than ``n_targets`` (the run
+            went past its first epoch, so there is no unseen text left to start at).
+    """
+    total = n_sent = buffers = 0
+    for toks in iter_sentences(paths):
+        total += len(toks) + -(-len(toks) // max_len)  # each piece of <= max_len tokens adds one target
+        n_sent += 1
+        if n_sent == buffer_size:
+            buffers += 1
+            n_sent = 0
+            if total >= n_targets:
+                return buffers
+    if n_sent and total >= n_targets:
+        return buffers + 1
+    raise LMDataError(
+        f"The corpus {list(map(str, paths))} holds {total} targets, fewer than {n_targets}: a run that "
+        f"saw that many has started a second epoch. Fix: continue without --start-buffer."
+    )
+
+
 # --------------------------------------------------------------------------- vocabulary
 
 

@@ -131,6 +131,8 @@ class PretrainConfig:
     buffer_size: int = 20000
     max_len: int = 200
     progress: bool = True
+    init_from: Optional[str] = None  # exported LM directory whose trained weights start a new run
+    start_buffer: int = 0  # a new run starts epoch 0 at this buffer (of buffer_size sentences)
 
     def validate(self) -> None:
         if self.direction not in ("forward", "backward"):
@@ -158,6 +160,13 @@ class PretrainConfig:
         for name in ("checkpoint_every", "eval_every", "log_every", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise PretrainError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.start_buffer < 0:
+            raise PretrainError(f"--start-buffer must be >= 0, got {self.start_buffer}")
+        if self.init_from is not None and not Path(self.init_from).is_dir():
+            raise PretrainError(
+                f"--init-from {self.init_from} is not a directory. Fix: give an exported LM directory "
+                f"(config.json, model.safetensors, vocab.txt), e.g. spacy_ldnet/lm/default/forward."
+            )
 
 
 # --------------------------------------------------------------------------- distributed
@@ -275,6 +284,64 @@ def _build_model(cfg: PretrainConfig, vocab: Vocab, dist: _Dist):
         emb[missing] = torch.randn(int(missing.sum()), emb.shape[1], generator=g) * std
         model.set_input_embeddings(emb, freeze=lm_cfg.freeze_input)
     return model, (torch.from_numpy(has) if has is not None else None)
+
+
+def _load_init(cfg: PretrainConfig):
+    """Load the exported LM of ``cfg.init_from`` and check it fits ``cfg``.
+
+    Returns: ``(model, vocab list, extra)`` of :func:`~spacy_ldnet.lm.checkpoint.load_lm`.
+
+    Raises:
+        PretrainError: unreadable export, or one whose architecture, direction or
+            vocabulary differs from this run's settings (the message names the setting).
+    """
+    from .checkpoint import LMCheckpointError, load_lm
+
+    try:
+        model, vocab, extra = load_lm(cfg.init_from)
+    except LMCheckpointError as e:
+        raise PretrainError(f"--init-from {cfg.init_from}: {e}") from e
+    c = model.config
+    wanted = {
+        "layers": (c.num_layers, cfg.layers),
+        "hidden": (c.hidden_dim, cfg.hidden),
+        "embed-dim": (c.embed_dim, cfg.embed_dim),
+        "output-layer": (c.output, cfg.output_layer),
+        "direction": (c.direction, cfg.direction),
+    }
+    for name, (theirs, ours) in wanted.items():
+        if theirs != ours:
+            raise PretrainError(
+                f"--init-from {cfg.init_from} has {name} {theirs!r} but this run asks for {ours!r}. "
+                f"Fix: pass --{name} {theirs}, or start without --init-from."
+            )
+    if cfg.vocab:
+        mine = Vocab.load(cfg.vocab, lowercase=cfg.lowercase).tokens
+        if list(mine) != list(vocab):
+            raise PretrainError(
+                f"--vocab {cfg.vocab} differs from {cfg.init_from}/vocab.txt. Fix: drop --vocab "
+                f"(the exported LM's vocabulary is used) or pass that vocab.txt."
+            )
+    return model, vocab, extra
+
+
+def _copy_trained_weights(src, model, where) -> None:
+    """Copy ``src``'s trainable parameters into ``model`` (same architecture).
+
+    Frozen tensors (GloVe inputs, continuous-output targets) keep the values the
+    run builds itself: exports store float16, the run's own table is float32.
+    """
+    theirs = src.state_dict()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name in trainable:
+                if name not in theirs or tuple(theirs[name].shape) != tuple(t.shape):
+                    raise PretrainError(
+                        f"--init-from {where}: tensor {name} is missing or has another shape. "
+                        f"Fix: use an export of the same architecture."
+                    )
+                t.copy_(theirs[name].to(t.dtype))
 
 
 def _unwrap(model):
@@ -570,11 +637,21 @@ def _pretrain(cfg: PretrainConfig, dist: _Dist, step_callback) -> dict:
                     f"{key}={getattr(cfg, key)!r}. Fix: use the same setting, or pass --no-resume "
                     f"(or another --output) to start a new run."
                 )
+    init = None
+    if state is None and cfg.init_from is not None:
+        init = _load_init(cfg)
+        if resume_vocab is None:
+            resume_vocab = init[1]
     vocab = _get_vocab(cfg, dist, resume_vocab)
+    if init is not None and dist.is_main:
+        vocab.save(out_dir / "vocab.txt")
     model, has_glove = _build_model(cfg, vocab, dist)
     if loaded_model is not None:
         model.load_state_dict(loaded_model.state_dict())
         del loaded_model
+    elif init is not None:
+        _copy_trained_weights(init[0], model, cfg.init_from)
+        del init
     model.to(device)
     if has_glove is not None:
         has_glove = has_glove.to(device)
@@ -604,6 +681,7 @@ def _pretrain(cfg: PretrainConfig, dist: _Dist, step_callback) -> dict:
         _set_rng_state(state["rng"][dist.rank])
     else:
         torch.manual_seed(cfg.seed * 1000 + 1 + dist.rank)  # dropout differs per rank
+        stream.buffer_index = cfg.start_buffer
     log_path = out_dir / "log.jsonl"
     if dist.is_main:
         if state is not None:
@@ -621,6 +699,8 @@ def _pretrain(cfg: PretrainConfig, dist: _Dist, step_callback) -> dict:
                 "n_params": sum(p.numel() for p in _unwrap(model).parameters()),
                 "n_trainable": sum(p.numel() for p in params),
                 "vocab_size": len(vocab),
+                "init_from": cfg.init_from if state is None else None,
+                "start_buffer": cfg.start_buffer if state is None else None,
             },
         )
 
