@@ -62,11 +62,56 @@ def continue_shipped_args(direction, files):
 
     shipped = default_lm_path() / direction
     extra = json.loads((shipped / "config.json").read_text(encoding="utf-8"))["extra"]
-    seen = int(extra.get("tokens_seen") or extra.get("training", {}).get("tokens_seen", 0))
+    # a continued export records where in the corpus it stopped (it skipped text at its start)
+    seen = int(extra.get("corpus_position_targets") or extra.get("tokens_seen")
+               or extra.get("training", {}).get("tokens_seen", 0))
     start = buffers_covering(files, seen) if seen else 0
     print(f"No checkpoints of the shipped {direction} LM here: continuing its weights from {shipped} "
           f"({seen} targets seen) at corpus buffer {start}.", flush=True)
     return ["--init-from", str(shipped), "--start-buffer", str(start)], shipped / "vocab.txt"
+
+
+def export_continuation(run_dir, dest, files):
+    """Export the final model of a run started with ``--init-from`` to ``dest`` (float16).
+
+    ``extra`` counts the whole history: steps and ``tokens_seen`` of the LM it
+    started from plus this run's, and ``corpus_position_targets`` (where in
+    the corpus this run stopped, so the next continuation starts after it)."""
+    import json
+
+    from spacy_ldnet.lm.data import targets_in_buffers
+    from spacy_ldnet.lm.pretrain import export_model
+
+    run_dir = Path(run_dir)
+    start = next(json.loads(line) for line in (run_dir / "log.jsonl").open(encoding="utf-8")
+                 if json.loads(line).get("event") == "start")
+    if not start.get("init_from"):
+        sys.exit(f"Error: {run_dir} was not started with --init-from. Fix: export it with "
+                 f"spacy_ldnet.lm.pretrain.export_model.")
+    base = json.loads((Path(start["init_from"]) / "config.json").read_text(encoding="utf-8"))["extra"]
+    base_steps = int(base.get("step") or base.get("training", {}).get("steps", 0))
+    base_tokens = int(base.get("tokens_seen") or base.get("training", {}).get("tokens_seen", 0))
+    m = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    run_cfg = start.get("config", {})
+    begin = targets_in_buffers(run_cfg.get("train") or files, int(start.get("start_buffer") or 0),
+                               buffer_size=int(run_cfg.get("buffer_size", 20000)), max_len=int(run_cfg.get("max_len", 200)))
+    out = export_model(run_dir, dest, dtype="float16")
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    ex = cfg["extra"]
+    ex["step"] = base_steps + int(m["step"])
+    ex["tokens_seen"] = base_tokens + int(m["tokens_seen"])
+    ex["corpus_position_targets"] = begin + int(m["tokens_seen"])
+    ex["training"].update(
+        steps=ex["step"], tokens_seen=ex["tokens_seen"],
+        note=(f"{base_steps} steps / {base_tokens} tokens of {start['init_from']}, then {m['step']} steps / "
+              f"{m['tokens_seen']} tokens continued in {run_dir} from corpus buffer {start.get('start_buffer')} "
+              f"(--init-from, fresh Adam)"),
+    )
+    # config.json is not covered by the weights file; rewrite it with the cumulative counts
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"Exported {run_dir} to {out}: {ex['tokens_seen']} tokens in all, corpus position {ex['corpus_position_targets']}.")
+    return out
 
 
 def lm_corpus(data_dir):
@@ -90,7 +135,13 @@ def main() -> int:
     p.add_argument("--max-time", default=None, help="default 6h; 12h with --resume")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", default="lms/runs")
+    p.add_argument("--export-continuation", nargs=2, metavar=("RUN_DIR", "DEST"), default=None,
+                   help="export a run started with --init-from (e.g. checkpoints/default-forward) to DEST, float16")
     args = p.parse_args()
+    if args.export_continuation:
+        files, _ = lm_corpus(args.data_dir)
+        export_continuation(*args.export_continuation, files)
+        return 0
     if args.resume:
         files, valid = lm_corpus(args.data_dir)
         direction, device = args.resume, "cpu" if args.gpu < 0 else f"cuda:{args.gpu}"

@@ -91,3 +91,35 @@ def test_continue_shipped_starts_past_the_text_it_saw(tmp_path, monkeypatch):
     (shipped / "forward" / "config.json").write_text(json.dumps({"extra": {"tokens_seen": 10**7}}))
     with pytest.raises(LMDataError, match="second epoch"):
         mod.continue_shipped_args("forward", [corpus])
+
+
+def test_export_continuation_counts_the_whole_history(tmp_path):
+    """A continued LM's export carries the tokens of both runs and where in the
+    corpus it stopped, so the next continuation starts after it."""
+    import torch
+
+    from spacy_ldnet.lm.checkpoint import load_lm
+    from spacy_ldnet.lm.data import targets_in_buffers
+    from spacy_ldnet.lm.pretrain import PretrainConfig, export_model, pretrain
+
+    torch.set_num_threads(1)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"the cat {w} on the mat ." for w in ["sat", "ran", "lay", "sat"] * 30) + "\n",
+                      encoding="utf-8")
+    base = dict(train=[str(corpus)], output_layer="softmax", input_embeddings="random", freeze_input=False,
+                layers=2, hidden=16, embed_dim=16, batch_size=8, buffer_size=20, checkpoint_every=1000,
+                eval_every=1000, max_steps=4, seed=1, progress=False)
+    first = pretrain(PretrainConfig(output=str(tmp_path / "a"), **base))
+    shipped = export_model(tmp_path / "a", tmp_path / "shipped")
+    second = pretrain(PretrainConfig(output=str(tmp_path / "b"), init_from=str(shipped), start_buffer=2, **base))
+    mod = _load_script()
+    out = mod.export_continuation(tmp_path / "b", tmp_path / "cont", [corpus])
+    _, vocab, extra = load_lm(out)
+    assert extra["tokens_seen"] == first["tokens_seen"] + second["tokens_seen"]
+    assert extra["step"] == 8 and extra["training"]["steps"] == 8
+    assert extra["corpus_position_targets"] == targets_in_buffers([corpus], 2, buffer_size=20) + second["tokens_seen"]
+    assert targets_in_buffers([corpus], 2, buffer_size=20) == 2 * 20 * 8  # 7 tokens + end of sentence
+    assert str(tmp_path / "b") in extra["training"]["note"]
+    # a run not started from an export is refused with the fix named
+    with pytest.raises(SystemExit, match="init-from"):
+        mod.export_continuation(tmp_path / "a", tmp_path / "x", [corpus])

@@ -129,6 +129,28 @@ def count_tokens(
     return counts, n_sent, n_tok
 
 
+def targets_in_buffers(
+    paths: Sequence[PathLike], n_buffers: int, *, buffer_size: int = 20000, max_len: int = 200
+) -> int:
+    """Prediction targets in the first ``n_buffers`` :class:`BatchStream` buffers (single process).
+
+    The inverse of :func:`buffers_covering`: where in the corpus a run that
+    started at ``--start-buffer n_buffers`` began, counted in targets.
+    """
+    total = n_sent = buffers = 0
+    if n_buffers <= 0:
+        return 0
+    for toks in iter_sentences(paths):
+        total += len(toks) + -(-len(toks) // max_len)
+        n_sent += 1
+        if n_sent == buffer_size:
+            buffers += 1
+            n_sent = 0
+            if buffers == n_buffers:
+                return total
+    return total
+
+
 def buffers_covering(
     paths: Sequence[PathLike], n_targets: int, *, buffer_size: int = 20000, max_len: int = 200
 ) -> int:
