@@ -92,6 +92,36 @@ def build_lm_embedder_v2(
     word_dropout: float = 0.0,
     case_width: int = 0,
 ) -> Model[List[Doc], List[Floats2d]]:
+    """Build the LD-Net embedder: ``LMEmbedder.v3`` with a closed LM input
+    vocabulary (``lm_open_vocab = false``). Arguments, output and errors as v3."""
+    return build_lm_embedder_v3(**locals(), lm_open_vocab=False)
+
+
+@registry.architectures("spacy_ldnet.LMEmbedder.v3")
+def build_lm_embedder_v3(
+    *,
+    n_word_rows: int = 50000,
+    word_width: int = 50,
+    n_chars: int = 512,
+    char_width: int = 30,
+    char_hidden_width: int = 50,
+    char_output_width: int = 50,
+    char_dropout: float = 0.0,
+    max_sequence_length: int = 256,
+    load_glove_if_empty: bool = True,
+    lm_vocab_size: int = 30000,
+    lm_embed_width: int = 50,
+    lm_hidden_width: int = 128,
+    forward_layers: int = 10,
+    backward_layers: int = 10,
+    lm_output_width: int = 100,
+    lm_dropout: float = 0.5,
+    learn_layer_masks: bool = False,
+    cache_lm_tokens: int = 0,
+    word_dropout: float = 0.0,
+    case_width: int = 0,
+    lm_open_vocab: bool = True,
+) -> Model[List[Doc], List[Floats2d]]:
     """Build the LD-Net embedder: character + word features and LM features.
 
     Args:
@@ -111,6 +141,15 @@ def build_lm_embedder_v2(
             300000 covers CoNLL-2003's training set in 3.2 GB). Exact; later
             epochs then skip the LMs. Not used while learning the masks or
             when predicting.
+        lm_open_vocab: new in v3. A word outside an LM's vocabulary that has
+            a row in ``nlp.vocab.vectors`` reads that (unmodified) vector as
+            the LM input x_t instead of ``<unk>``. The shipped LMs' input
+            embedding is the frozen GloVe 6B 50d table (ELMo-C section 3), so
+            the vector lies in the space the LSTMs were trained on; on
+            CoNLL-2003 test, 31.5% of the entity tokens are outside the
+            shipped LMs' 30,000 words and 27.9% of them have a GloVe vector
+            (``benchmarks/lm_open_vocab.py``). Needs ``nlp.vocab.vectors`` to
+            be the table the LMs were trained with; checked at initialize.
 
     Output: one (n_tokens, word_width + char_output_width + case_width +
     lm_output_width) float32 array per doc.
@@ -118,8 +157,17 @@ def build_lm_embedder_v2(
     Raises (at initialize): ValueError for an empty or mis-sized vectors
     table (see CharWordEmbedder.v1); LMCheckpointError for a missing or corrupt
     LM checkpoint; ValueError when a checkpoint's shapes or direction disagree
-    with these arguments (the message names the setting to change).
+    with these arguments (the message names the setting to change); with
+    ``lm_open_vocab``, ValueError when ``nlp.vocab.vectors`` is not the LMs'
+    input-embedding table (the LM words' rows differ). When built: ValueError
+    if ``lm_open_vocab`` and ``lm_embed_width != word_width``.
     """
+    if lm_open_vocab and lm_embed_width != word_width:
+        raise ValueError(
+            f"lm_open_vocab feeds rows of nlp.vocab.vectors (word_width = {word_width}) to the LMs, whose "
+            f"input width is lm_embed_width = {lm_embed_width}. Fix: use LMs trained on these vectors, "
+            f"or set lm_open_vocab = false."
+        )
     char_word = char_word_module(
         n_word_rows=n_word_rows,
         word_width=word_width,
@@ -155,6 +203,7 @@ def build_lm_embedder_v2(
             "load_glove_if_empty": load_glove_if_empty,
             "case_width": case_width,
             "learn_layer_masks": learn_layer_masks,
+            "lm_open_vocab": bool(lm_open_vocab),
             "lm_path": None,
             # Filled at initialize from the checkpoints; saved with the model.
             "lm_vocab_forward": [],
@@ -189,6 +238,41 @@ def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
     """Fill the word table (as CharWordEmbedder.v1) and load the LM checkpoints."""
     fill_word_table(model, X, model.layers[0].shims[0]._model.char_word)
     load_lms_into(model, Path(model.attrs["lm_path"]) if model.attrs["lm_path"] else default_lm_path())
+    if model.attrs.get("lm_open_vocab") and X:
+        check_open_vocab_vectors(model, X[0].vocab)
+
+
+def check_open_vocab_vectors(model: Model, vocab, n_words: int = 2000, min_cosine: float = 0.99) -> None:
+    """Check that ``vocab.vectors`` is the LMs' input-embedding table (``lm_open_vocab``).
+
+    Compares the LM input rows of up to ``n_words`` LM words (after the 4
+    special tokens) with their rows in ``vocab.vectors`` (lower-cased lookup).
+
+    Raises: ValueError when fewer than half of them are found or their median
+    cosine similarity is below ``min_cosine``; the message names the fix.
+    """
+    data = vocab.vectors.data
+    data = data.get() if hasattr(data, "get") else numpy.asarray(data)
+    lm = get_lm_module(model)
+    for direction in DIRECTIONS:
+        encoder = lm.forward_lm if direction == "forward" else lm.backward_lm
+        table = encoder.embedding.weight.detach().cpu().numpy()
+        words = model.attrs[f"lm_vocab_{direction}"][4 : 4 + n_words]
+        rows = numpy.asarray(vocab.vectors.find(keys=[get_string_id(w.lower()) for w in words]), dtype="int64")
+        found = rows >= 0
+        cos = []
+        if found.any():
+            a = table[4 : 4 + len(words)][found]
+            b = data[rows[found]]
+            cos = (a * b).sum(-1) / (numpy.linalg.norm(a, axis=-1) * numpy.linalg.norm(b, axis=-1) + 1e-8)
+        if found.sum() < len(words) / 2 or float(numpy.median(cos)) < min_cosine:
+            raise ValueError(
+                f"lm_open_vocab feeds rows of nlp.vocab.vectors to the {direction} LM, but that table is not "
+                f"the LM's input embedding ({int(found.sum())} of {len(words)} LM words found"
+                + (f", median cosine {float(numpy.median(cos)):.3f}" if len(cos) else "")
+                + "). Fix: use the vectors the LMs were trained with (GloVe 6B 50d for the shipped LMs: "
+                "spacy_ldnet.glove_vectors.v1), or set lm_open_vocab = false."
+            )
 
 
 def load_lms_into(model: Model, path: Path) -> None:
@@ -253,6 +337,8 @@ def _lm_index(model: Model, direction: str) -> Dict[int, int]:
 def lm_token_ids(model: Model, docs: Sequence[Doc], segments: Segments) -> Tuple[numpy.ndarray, numpy.ndarray]:
     """LM input ids, ``(S, T+1)`` int64 each: forward ``<s> w_1..w_n``, backward ``w_1..w_n <s>``.
 
+    Words outside an LM's vocabulary get its ``<unk>`` id.
+
     Raises: ValueError if the LMs are not loaded (before ``initialize``).
     """
     if not model.attrs["lm_vocab_forward"] or not model.attrs["lm_vocab_backward"]:
@@ -292,13 +378,56 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats
 
     def make_inputs(feats, segments):
         fw_ids, bw_ids = lm_token_ids(model, docs, segments)
-        return feats, fw_ids, bw_ids
+        vectors = None
+        if model.attrs.get("lm_open_vocab"):
+            vectors = open_vocab_inputs(model, docs, feats.word_rows, fw_ids, bw_ids)
+        return feats, fw_ids, bw_ids, vectors
 
     return embed_forward(model, docs, is_train, make_inputs)
 
 
+def open_vocab_inputs(
+    model: Model, docs: Sequence[Doc], word_rows: numpy.ndarray, fw_ids: numpy.ndarray, bw_ids: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """The LM inputs of ``lm_open_vocab``: ``(vectors, fw_mask, bw_mask)``.
+
+    Args:
+        word_rows: (S, T) int64 rows of ``nlp.vocab.vectors`` (-1: none), as
+            :func:`spacy_ldnet.embed.featurize.featurize`.
+        fw_ids, bw_ids: (S, T+1) from :func:`lm_token_ids`.
+    Returns:
+        vectors: (S, T, E) float32, the vectors-table row of word t where it
+            has one (else 0), text order, unmodified by fine-tuning;
+        fw_mask: (S, T+1) bool, True where the forward LM reads ``vectors``
+            instead of its ``<unk>`` row (positions 1..n: ``<s>`` comes first);
+        bw_mask: (S, T+1) bool, the same for the backward LM (positions 0..n-1).
+    """
+    S, T = word_rows.shape
+    has = word_rows >= 0  # (S, T)
+    masks = []
+    for direction, ids in zip(DIRECTIONS, (fw_ids, bw_ids)):
+        index = _lm_index(model, direction)
+        unk = index.get(get_string_id(model.attrs["lm_unk"]), 1)
+        words = ids[:, 1:] if direction == "forward" else ids[:, :-1]  # (S, T) the words' ids
+        on = has & (words == unk)  # (S, T)
+        mask = numpy.zeros((S, T + 1), dtype=bool)
+        if direction == "forward":
+            mask[:, 1:] = on
+        else:
+            mask[:, :-1] = on
+        masks.append(mask)
+    E = get_lm_module(model).forward_lm.embed_dim
+    vectors = numpy.zeros((S, T, E), dtype="float32")
+    need = masks[0][:, 1:] | masks[1][:, :-1]  # (S, T)
+    if need.any():
+        data = docs[0].vocab.vectors.data
+        data = data.get() if hasattr(data, "get") else data  # cupy -> numpy
+        vectors[need] = data[word_rows[need]]
+    return vectors, masks[0], masks[1]
+
+
 def _convert_inputs(model: Model, inputs, is_train: bool):
-    feats, fw_ids, bw_ids = inputs
+    feats, fw_ids, bw_ids, vectors = inputs
     device = model.shims[0].device
     args = char_word_torch_args(feats, device) + (
         xp2torch(fw_ids, device=device),
@@ -306,4 +435,6 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
         torch.from_numpy(feats.lengths),
     )
     kwargs = char_word_torch_kwargs(feats, model.shims[0]._model.char_word, device)
+    if vectors is not None:
+        kwargs["lm_vectors"] = tuple(xp2torch(v, device=device) for v in vectors)
     return ArgsKwargs(args=args, kwargs=kwargs), lambda d: inputs

@@ -30,7 +30,7 @@ from .regularizer import count_nonzero_layers, layer_selection_penalty
 
 LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
 #: Every version of the LM embedder whose config block pruning rewrites.
-LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2")
+LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2", "spacy_ldnet.LMEmbedder.v3")
 
 
 class PruneError(ValueError):
