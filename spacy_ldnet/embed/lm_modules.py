@@ -258,9 +258,8 @@ class LDNetEmbedder(nn.Module):
         self.lm = lm
 
     def clear_cache(self) -> None:
-        """Drop the cached dense LM outputs (see ``cache_tokens``)."""
-        self._cache = {}
-        self._cached_tokens = 0
+        """Drop the LM features' cached dense outputs (see :class:`LMFeatures` ``cache_tokens``)."""
+        self.lm.clear_cache()
 
     def clamp_layer_masks(self) -> None:
         self.lm.clamp_layer_masks()
