@@ -120,7 +120,7 @@ def build_lm_embedder_v3(
     cache_lm_tokens: int = 0,
     word_dropout: float = 0.0,
     case_width: int = 0,
-    lm_open_vocab: bool = True,
+    lm_open_vocab: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Build the LD-Net embedder: character + word features and LM features.
 
@@ -150,6 +150,9 @@ def build_lm_embedder_v3(
             shipped LMs' 30,000 words and 27.9% of them have a GloVe vector
             (``benchmarks/lm_open_vocab.py``). Needs ``nlp.vocab.vectors`` to
             be the table the LMs were trained with; checked at initialize.
+            Off by default: on CoNLL-2003 it did not raise dev F1 and test
+            F1 was 0.27 lower at the matched checkpoints measured
+            (docs/ldnet.md, "Open LM input vocabulary").
 
     Output: one (n_tokens, word_width + char_output_width + case_width +
     lm_output_width) float32 array per doc.
