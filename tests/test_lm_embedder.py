@@ -73,20 +73,30 @@ def tiny_lm_embedder(**overrides):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def tiny_lm_path(tmp_path_factory) -> Path:
-    """forward/ and backward/ checkpoints of two random 3x8 dense LMs."""
-    root = tmp_path_factory.mktemp("tiny_lms")
-    vocab = lm_vocab()
+def write_tiny_lms(root: Path, vocab, *, embed_dim: int = LM_WIDTH, vectors=None) -> Path:
+    """Save a random 3x8 forward and backward dense LM under ``root``; with
+    ``vectors`` (a spaCy Vectors table), their input rows for the non-special
+    words are those words' vectors (frozen, as the shipped LMs' GloVe rows)."""
     for seed, direction in enumerate(("forward", "backward")):
         torch.manual_seed(seed)
         config = LMConfig(
-            vocab_size=len(vocab), embed_dim=LM_WIDTH, hidden_dim=LM_WIDTH, num_layers=LM_LAYERS,
+            vocab_size=len(vocab), embed_dim=embed_dim, hidden_dim=LM_WIDTH, num_layers=LM_LAYERS,
             output="softmax", direction=direction, dropout=0.0, layer_dropout=0.0,
         )
         model = DenseLSTMLM(config)
+        if vectors is not None:
+            emb = model.encoder.embedding.weight.detach().clone()
+            for i, w in enumerate(vocab[len(SPECIAL_TOKENS):], start=len(SPECIAL_TOKENS)):
+                emb[i] = torch.from_numpy(numpy.asarray(vectors[w]))
+            model.set_input_embeddings(emb, freeze=True)
         save_lm(model, vocab, root / direction, extra={"lowercase": True, "bos": "<s>", "unk": "<unk>"})
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_path(tmp_path_factory) -> Path:
+    """forward/ and backward/ checkpoints of two random 3x8 dense LMs."""
+    return write_tiny_lms(tmp_path_factory.mktemp("tiny_lms"), lm_vocab())
 
 
 #: Training words the open-vocabulary LMs leave out of their vocabulary (they keep a vector in nlp.vocab.vectors).
@@ -97,22 +107,10 @@ OPEN_VOCAB_HELD_OUT = ("paris", "london", "google")
 def open_lm_path(tmp_path_factory) -> Path:
     """Two random 3x8 dense LMs whose input embedding is the tests' vectors table
     (as the shipped LMs' is GloVe), with :data:`OPEN_VOCAB_HELD_OUT` outside their vocabulary."""
-    root = tmp_path_factory.mktemp("open_lms")
     vocab = [w for w in lm_vocab() if w not in OPEN_VOCAB_HELD_OUT]
-    table = make_nlp(vectors=True).vocab.vectors
-    for seed, direction in enumerate(("forward", "backward")):
-        torch.manual_seed(seed)
-        config = LMConfig(
-            vocab_size=len(vocab), embed_dim=VECTOR_WIDTH, hidden_dim=LM_WIDTH, num_layers=LM_LAYERS,
-            output="softmax", direction=direction, dropout=0.0, layer_dropout=0.0,
-        )
-        model = DenseLSTMLM(config)
-        emb = model.encoder.embedding.weight.detach().clone()
-        for i, w in enumerate(vocab[len(SPECIAL_TOKENS):], start=len(SPECIAL_TOKENS)):
-            emb[i] = torch.from_numpy(numpy.asarray(table[w]))
-        model.set_input_embeddings(emb, freeze=True)
-        save_lm(model, vocab, root / direction, extra={"lowercase": True, "bos": "<s>", "unk": "<unk>"})
-    return root
+    return write_tiny_lms(
+        tmp_path_factory.mktemp("open_lms"), vocab, embed_dim=VECTOR_WIDTH, vectors=make_nlp(vectors=True).vocab.vectors
+    )
 
 
 def open_vocab_embedder(**overrides):
