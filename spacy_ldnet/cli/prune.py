@@ -44,6 +44,7 @@ def prune(
     seed: int = typer.Option(0, "--seed"),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="After the deletion, train the pruned pipeline this many more steps (LMs and masks fixed; learning rate decaying linearly to 0) and keep its best dev state (0: off)."),
     finetune_learn_rate: float = typer.Option(0.0005, "--finetune-learn-rate", help="Adam learning rate at the start of fine-tuning."),
+    distill_weight: float = typer.Option(0.0, "--distill-weight", min=0.0, max=1.0, help="Distil the unpruned tagger into the pruned one during selection and fine-tuning: loss = (1 - w) * CRF NLL + w * cross-entropy from the unpruned tagger's CRF (spacy_ldnet.prune.distill; 0: off, the LD-Net loss)."),
     threads: int = typer.Option(1, "--threads", help="torch threads (training and the speed measurement)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU for the continued training (-1: CPU)."),
     gold_preproc: bool = typer.Option(True, "--gold-preproc/--no-gold-preproc", help="Read the corpora with gold tokenization and sentences (as training did)."),
@@ -53,6 +54,7 @@ def prune(
     import torch
     from spacy.training import Corpus
 
+    from ..prune.distill import make_teacher
     from ..prune.select import (
         FineTuneSettings,
         PruneError,
@@ -105,10 +107,15 @@ def prune(
         before_file.write_text(json.dumps(before))
     settings = PruneSettings(
         lambda0=lambda0, lambda1=lambda1, steps=steps, eval_every=eval_every, batch_size=batch_size,
-        learn_rate=learn_rate, mask_learn_rate=mask_learn_rate, seed=seed,
+        learn_rate=learn_rate, mask_learn_rate=mask_learn_rate, seed=seed, distill_weight=distill_weight,
     )
+    if distill_weight > 0:
+        typer.echo(f"Scoring {len(train_examples)} training sentences with the unpruned tagger (distillation teacher, weight {distill_weight})")
+    teacher = make_teacher(pipe, train_examples, distill_weight)
     try:
-        result = run_layer_selection(nlp, train_examples, dev_examples, settings, state_dir=output_dir / "state", log=typer.echo)
+        result = run_layer_selection(
+            nlp, train_examples, dev_examples, settings, state_dir=output_dir / "state", log=typer.echo, teacher=teacher
+        )
     except PruneError as e:
         plot_masks(getattr(e, "history", []), output_dir / "layer_masks.png")
         typer.echo(f"Error: {e}", err=True)
@@ -121,10 +128,14 @@ def prune(
     finetune = None
     if finetune_steps > 0:
         ft_settings = FineTuneSettings(
-            steps=finetune_steps, eval_every=eval_every, batch_size=batch_size, learn_rate=finetune_learn_rate, seed=seed
+            steps=finetune_steps, eval_every=eval_every, batch_size=batch_size, learn_rate=finetune_learn_rate, seed=seed,
+            distill_weight=distill_weight,
         )
         selected_test_f1 = float(nlp.evaluate(test_examples)[key])
-        ft = run_fine_tuning(nlp, train_examples, dev_examples, ft_settings, state_dir=output_dir / "state" / "finetune", log=typer.echo)
+        ft = run_fine_tuning(
+            nlp, train_examples, dev_examples, ft_settings, state_dir=output_dir / "state" / "finetune", log=typer.echo,
+            teacher=teacher,
+        )
         finetune = {
             "settings": asdict(ft_settings),
             "best_step": ft.best_step,

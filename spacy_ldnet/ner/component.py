@@ -326,6 +326,26 @@ class LDNetNER(TrainablePipe):
         head's ``.grad`` and applied by ``finish_update``.
         """
         validate_examples(examples, "LDNetNER.get_loss")
+        batch = self.crf_batch(examples, scores)
+        d_scores = [self.model.ops.alloc2f(*s.shape) for s in scores]
+        if batch is None:
+            return 0.0, d_scores
+        segments, keep, E, tags, mask = batch
+        head = get_head(self.model)
+        loss = head.crf.neg_log_likelihood(E, tags, mask, reduction="sum") / len(keep)
+        loss.backward()
+        self.scatter_emission_grad(E.grad, segments, keep, d_scores)
+        return float(loss.item()), d_scores
+
+    def crf_batch(self, examples: Iterable[Example], scores: List[Floats2d]):
+        """The padded CRF inputs of a batch, or None if no sequence has complete gold tags.
+
+        Returns ``(segments, keep, E, tags, mask)``: the sequences of the docs
+        (:class:`Segments`), the indices of those whose gold tags are all known
+        (the others are left out of the loss), their emission scores ``E``
+        (S', T, K) float tensor requiring grad on the head's device, gold tag
+        ids ``tags`` (S', T) long and the (S', T) bool ``mask``.
+        """
         examples = list(examples)
         docs = [eg.predicted for eg in examples]
         head = get_head(self.model)
@@ -340,21 +360,21 @@ class LDNetNER(TrainablePipe):
                 continue
             keep.append(k)
             gold_ids.append([tag_index[t] for t in tags])
-        d_scores = [self.model.ops.alloc2f(*s.shape) for s in scores]
         if not keep:
-            return 0.0, d_scores
+            return None
         seq_scores = segments.split(scores)
         E, mask = self._pad([seq_scores[k] for k in keep], head, requires_grad=True)
         tags = torch.zeros(mask.shape, dtype=torch.long, device=E.device)
         for row, ids in enumerate(gold_ids):
             tags[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-        loss = head.crf.neg_log_likelihood(E, tags, mask, reduction="sum") / len(keep)
-        loss.backward()
-        dE = E.grad.detach().float().cpu().numpy()  # (S', T, K)
+        return segments, keep, E, tags, mask
+
+    def scatter_emission_grad(self, grad, segments: Segments, keep: List[int], d_scores: List[Floats2d]) -> None:
+        """Write the (S', T, K) gradient of :meth:`crf_batch`'s ``E`` into the per-doc ``d_scores``."""
+        dE = grad.detach().float().cpu().numpy()  # (S', T, K)
         for row, k in enumerate(keep):
             i, s, e = segments.spans[k]
             d_scores[i][s:e] = self.model.ops.asarray2f(dE[row, : e - s])
-        return float(loss.item()), d_scores
 
     def finish_update(self, sgd) -> None:
         """Apply the accumulated gradients, then clamp any LM layer-selection

@@ -26,6 +26,7 @@ from spacy.util import minibatch
 
 from ..embed.lm_embedder import find_lm_embedder, get_lm_module
 from ..embed.lm_modules import LMFeatures, kept_layers
+from .distill import CRFTeacher, distillation_update
 from .regularizer import count_nonzero_layers, layer_selection_penalty
 
 LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
@@ -50,6 +51,9 @@ class PruneSettings:
     learn_rate: Adam learning rate of the component's own weights.
     mask_learn_rate: SGD learning rate of the masks z.
     seed: shuffling seed.
+    distill_weight: w in [0, 1]: the task loss is (1 - w) * NLL + w * the
+        cross-entropy from the unpruned tagger's CRF (see
+        :mod:`spacy_ldnet.prune.distill`); 0: the CRF NLL alone (LD-Net).
     """
 
     lambda0: float = 0.05
@@ -60,6 +64,7 @@ class PruneSettings:
     learn_rate: float = 0.0005
     mask_learn_rate: float = 0.5
     seed: int = 0
+    distill_weight: float = 0.0
 
 
 @dataclass
@@ -71,6 +76,7 @@ class FineTuneSettings:
     batch_size: sentences per step.
     learn_rate: Adam learning rate at step 0; it decays linearly to 0 at ``steps``.
     seed: shuffling seed.
+    distill_weight: as :class:`PruneSettings` (the teacher is the unpruned tagger).
     """
 
     steps: int = 0
@@ -78,6 +84,7 @@ class FineTuneSettings:
     batch_size: int = 32
     learn_rate: float = 0.0005
     seed: int = 0
+    distill_weight: float = 0.0
 
 
 @dataclass
@@ -201,6 +208,7 @@ def run_layer_selection(
     *,
     state_dir: Optional[Path] = None,
     log: Callable[[str], None] = print,
+    teacher: Optional[CRFTeacher] = None,
 ) -> SelectionResult:
     """Continue training with learnable masks and the LD-Net regulariser.
 
@@ -210,14 +218,17 @@ def run_layer_selection(
     use (or ``eval_every`` steps later, or at the last step). With ``state_dir``, a resumable state (component bytes,
     step, history, best state) is written every ``eval_every`` steps and picked
     up when the function is called again with the same directory (the Adam
-    moments restart).
+    moments restart). With ``settings.distill_weight > 0``, ``teacher`` (the
+    unpruned tagger's scores on ``train_examples``) is required.
 
     Raises:
-        PruneError: the pipeline has no LM embedder, or no evaluation ever had
+        PruneError: the pipeline has no LM embedder, no evaluation ever had
             at most ``lambda1`` layers in use (the message suggests more steps
-            or a larger ``lambda0``).
+            or a larger ``lambda0``), or distillation is on without a teacher.
     """
     from thinc.api import Adam
+
+    _check_teacher(settings, teacher)
 
     name, pipe = find_lm_pipe(nlp)
     key = score_key(nlp)
@@ -263,7 +274,7 @@ def run_layer_selection(
     while step < settings.steps:
         batch = next(stream)
         losses: Dict[str, float] = {}
-        pipe.update(batch, drop=0.0, sgd=None, losses=losses)
+        _update(pipe, name, batch, losses, settings.distill_weight, teacher)
         masks = lm.layer_masks()  # (L_f + L_b,)
         penalty = layer_selection_penalty(masks, settings.lambda0, settings.lambda1)
         penalty.backward()
@@ -316,6 +327,7 @@ def run_fine_tuning(
     *,
     state_dir: Optional[Path] = None,
     log: Callable[[str], None] = print,
+    teacher: Optional[CRFTeacher] = None,
 ) -> FineTuneResult:
     """Train a pruned pipeline further, its LMs (and their layer masks) fixed.
 
@@ -328,12 +340,17 @@ def run_fine_tuning(
     (step 0), so the kept state is never worse on dev than no fine-tuning.
     On return the component holds the state with the best dev F1. With
     ``state_dir`` the run is resumable like :func:`run_layer_selection`.
+    With ``settings.distill_weight > 0`` the unpruned tagger (``teacher``)
+    is distilled into the pruned one.
 
     Raises:
-        PruneError: the pipeline has no LM embedder, or ``state_dir`` holds a
-            state written with other settings.
+        PruneError: the pipeline has no LM embedder, ``state_dir`` holds a
+            state written with other settings, or distillation is on without
+            a teacher.
     """
     from thinc.api import Adam
+
+    _check_teacher(settings, teacher)
 
     name, pipe = find_lm_pipe(nlp)
     key = score_key(nlp)
@@ -372,7 +389,7 @@ def run_fine_tuning(
     stream = _batches(train_examples, settings.batch_size, random.Random(settings.seed + step))
     while step < settings.steps:
         optimizer.learn_rate = settings.learn_rate * (1.0 - step / settings.steps)
-        pipe.update(next(stream), drop=0.0, sgd=None, losses={})
+        _update(pipe, name, next(stream), {}, settings.distill_weight, teacher)
         pipe.finish_update(optimizer)
         step += 1
         if step % settings.eval_every == 0 or step == settings.steps:
@@ -380,6 +397,23 @@ def run_fine_tuning(
     pipe.from_bytes(best_bytes, exclude=["vocab"])
     node.attrs["learn_layer_masks"] = False
     return result
+
+
+def _check_teacher(settings: Any, teacher: Optional[CRFTeacher]) -> None:
+    if settings.distill_weight > 0 and teacher is None:
+        raise PruneError(
+            f"distill_weight={settings.distill_weight} needs the unpruned tagger's scores. Fix: pass "
+            f"teacher=CRFTeacher(pipe, train_examples), built before layer selection, or set distill_weight=0."
+        )
+
+
+def _update(pipe, name: str, batch, losses: Dict[str, float], weight: float, teacher: Optional[CRFTeacher]) -> None:
+    """Accumulate one batch's gradients (no optimizer step): the CRF NLL, or with
+    ``weight > 0`` the distillation loss of :func:`distillation_update`."""
+    if weight > 0:
+        losses[name] = losses.get(name, 0.0) + distillation_update(pipe, batch, teacher, weight)
+    else:
+        pipe.update(batch, drop=0.0, sgd=None, losses=losses)
 
 
 #: Settings a resumed run may change: more steps continue the same run.
