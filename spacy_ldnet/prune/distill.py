@@ -159,7 +159,6 @@ def distillation_update(pipe, examples: Sequence[Example], teacher: CRFTeacher, 
     head = get_head(pipe.model)
     teacher_seqs = segments.split(teacher.scores_for(examples))
     teacher_E, _ = pipe._pad([teacher_seqs[k] for k in keep], head)  # (S', T, K)
-    teacher.crf.to(E.device)
     nll = head.crf.neg_log_likelihood(E, tags, mask, reduction="sum")
     cross_entropy = crf_cross_entropy(head.crf, E, mask, teacher.crf, teacher_E)
     loss = ((1.0 - weight) * nll + weight * cross_entropy) / len(keep)
