@@ -427,6 +427,29 @@ def test_layer_selection_resumes_and_respects_the_budget(tiny_lm_path, tmp_path)
         )
 
 
+def test_layer_selection_and_fine_tuning_are_reproducible_whatever_the_global_rng(tiny_lm_path, tmp_path):
+    """The seed fixes the dropout masks as well as the shuffling: two runs from the
+    same pipeline, with the global RNGs left in different states, agree exactly."""
+    settings = PruneSettings(lambda0=0.5, lambda1=2, steps=4, eval_every=2, batch_size=5, mask_learn_rate=2.0, seed=3)
+    ft_settings = FineTuneSettings(steps=3, eval_every=3, batch_size=5, learn_rate=0.01, seed=3)
+    nlp, examples = make_lm_nlp(tiny_lm_path, lm_dropout=0.5)
+    set_masks(nlp, [1.0, 0.9, 0.9], [0.9, 0.9, 1.0])
+    start = nlp.get_pipe("ldnet_ner").to_bytes(exclude=["vocab"])
+    runs = []
+    for disturb in (1, 2):
+        nlp, _ = make_lm_nlp(tiny_lm_path, lm_dropout=0.5)
+        nlp.get_pipe("ldnet_ner").from_bytes(start, exclude=["vocab"])  # the same starting weights and masks
+        fix_random_seed(100 + disturb)  # what ran before must not matter
+        selection = run_layer_selection(nlp, examples, examples, settings, log=lambda m: None)
+        prune_in_place(nlp)
+        fix_random_seed(200 + disturb)
+        state = tmp_path / f"ft{disturb}"
+        run_fine_tuning(nlp, examples, examples, ft_settings, state_dir=state, log=lambda m: None)
+        runs.append((selection.mask_history, (state / "component.bin").read_bytes()))  # the last state, not the best
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == runs[1][1]
+
+
 def test_fine_tuning_keeps_the_lms_fixed_keeps_the_best_state_and_resumes(tiny_lm_path, tmp_path):
     nlp, examples = make_lm_nlp(tiny_lm_path)
     set_masks(nlp, [1.0, 0.0, 0.7], [0.0, 0.6, 0.0])

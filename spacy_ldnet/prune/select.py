@@ -22,7 +22,7 @@ import torch
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
-from spacy.util import minibatch
+from spacy.util import fix_random_seed, minibatch
 
 from ..embed.lm_embedder import find_lm_embedder, get_lm_module
 from ..embed.lm_modules import LMFeatures, kept_layers
@@ -50,7 +50,8 @@ class PruneSettings:
     batch_size: sentences per step.
     learn_rate: Adam learning rate of the component's own weights.
     mask_learn_rate: SGD learning rate of the masks z.
-    seed: shuffling seed.
+    seed: seed of the shuffling and of the dropout masks (random, numpy and
+        torch are seeded with ``seed + step`` when the loop starts or resumes).
     distill_weight: w in [0, 1]: the task loss is (1 - w) * NLL + w * the
         cross-entropy from the unpruned tagger's CRF (see
         :mod:`spacy_ldnet.prune.distill`); 0: the CRF NLL alone (LD-Net).
@@ -75,7 +76,7 @@ class FineTuneSettings:
     eval_every: evaluate dev F1 (and save a resumable state) every N steps.
     batch_size: sentences per step.
     learn_rate: Adam learning rate at step 0; it decays linearly to 0 at ``steps``.
-    seed: shuffling seed.
+    seed: seed of the shuffling and of the dropout masks, as :class:`PruneSettings`.
     distill_weight: as :class:`PruneSettings` (the teacher is the unpruned tagger).
     """
 
@@ -253,6 +254,7 @@ def run_layer_selection(
     optimizer = Adam(settings.learn_rate, grad_clip=5.0)
     mask_optimizer = torch.optim.SGD([lm.forward_masks, lm.backward_masks], lr=settings.mask_learn_rate)
     stream = _batches(train_examples, settings.batch_size, random.Random(settings.seed + step))
+    fix_random_seed(settings.seed + step)  # dropout masks: the same run twice gives the same selection
 
     def evaluate_and_save() -> None:
         nonlocal best_bytes
@@ -387,6 +389,7 @@ def run_fine_tuning(
         evaluate_and_save()
     optimizer = Adam(settings.learn_rate, grad_clip=5.0)
     stream = _batches(train_examples, settings.batch_size, random.Random(settings.seed + step))
+    fix_random_seed(settings.seed + step)
     while step < settings.steps:
         optimizer.learn_rate = settings.learn_rate * (1.0 - step / settings.steps)
         _update(pipe, name, next(stream), {}, settings.distill_weight, teacher)
