@@ -14,6 +14,10 @@ With ``--finetune-steps N`` the pruned pipeline is trained N more steps before
 it is written (see :func:`spacy_ldnet.prune.select.run_fine_tuning`); "after"
 figures then describe the fine-tuned pipeline, and ``prune.json`` keeps the
 pruned-as-selected dev/test F1 under ``finetune``.
+
+With ``--pseudo-text FILE --pseudo-sentences N`` fine-tuning also trains on N
+sentences of raw text tagged by the unpruned pipeline (sequence-level
+knowledge distillation, :mod:`spacy_ldnet.prune.pseudo`).
 """
 import json
 import os
@@ -45,6 +49,8 @@ def prune(
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="After the deletion, train the pruned pipeline this many more steps (LMs and masks fixed; learning rate decaying linearly to 0) and keep its best dev state (0: off)."),
     finetune_learn_rate: float = typer.Option(0.0005, "--finetune-learn-rate", help="Adam learning rate at the start of fine-tuning."),
     distill_weight: float = typer.Option(0.0, "--distill-weight", min=0.0, max=1.0, help="Distil the unpruned tagger into the pruned one during selection and fine-tuning: loss = (1 - w) * CRF NLL + w * cross-entropy from the unpruned tagger's CRF (spacy_ldnet.prune.distill; 0: off, the LD-Net loss)."),
+    pseudo_text: Optional[Path] = typer.Option(None, "--pseudo-text", help="Tokenized raw text (one sentence per line, .gz or plain), e.g. ../shared/data/lm/reuters21578.tok.txt.gz: with --pseudo-sentences N, fine-tuning also trains on N of its sentences tagged by the unpruned pipeline (spacy_ldnet.prune.pseudo)."),
+    pseudo_sentences: int = typer.Option(0, "--pseudo-sentences", min=0, help="Sentences of --pseudo-text, tagged by the unpruned pipeline, added to the fine-tuning data (0: none; needs --finetune-steps)."),
     threads: int = typer.Option(1, "--threads", help="torch threads (training and the speed measurement)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU for the continued training (-1: CPU)."),
     gold_preproc: bool = typer.Option(True, "--gold-preproc/--no-gold-preproc", help="Read the corpora with gold tokenization and sentences (as training did)."),
@@ -55,6 +61,7 @@ def prune(
     from spacy.training import Corpus
 
     from ..prune.distill import make_teacher
+    from ..prune.pseudo import PseudoTextError, read_sentences, teacher_labelled_examples
     from ..prune.select import (
         FineTuneSettings,
         PruneError,
@@ -75,6 +82,13 @@ def prune(
         if path is not None and not Path(path).exists():
             typer.echo(f"Error: {what} not found: {path}. Fix: pass an existing path (run the project's train step first).", err=True)
             raise typer.Exit(1)
+    if pseudo_sentences > 0 and (pseudo_text is None or finetune_steps <= 0):
+        typer.echo(
+            "Error: --pseudo-sentences adds teacher-labelled text to fine-tuning. Fix: give --pseudo-text FILE "
+            "and --finetune-steps N > 0, or leave --pseudo-sentences at 0.",
+            err=True,
+        )
+        raise typer.Exit(1)
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(trained_pipeline)
@@ -109,9 +123,18 @@ def prune(
         lambda0=lambda0, lambda1=lambda1, steps=steps, eval_every=eval_every, batch_size=batch_size,
         learn_rate=learn_rate, mask_learn_rate=mask_learn_rate, seed=seed, distill_weight=distill_weight,
     )
+    pseudo_examples = []
+    if pseudo_sentences > 0:
+        try:
+            sentences = read_sentences(pseudo_text, pseudo_sentences, seed=seed)
+        except PseudoTextError as e:
+            typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"Tagging {len(sentences)} sentences of {pseudo_text} with the unpruned pipeline (fine-tuning pseudo-labels)")
+        pseudo_examples = teacher_labelled_examples(nlp, sentences)
     if distill_weight > 0:
-        typer.echo(f"Scoring {len(train_examples)} training sentences with the unpruned tagger (distillation teacher, weight {distill_weight})")
-    teacher = make_teacher(pipe, train_examples, distill_weight)
+        typer.echo(f"Scoring {len(train_examples) + len(pseudo_examples)} training sentences with the unpruned tagger (distillation teacher, weight {distill_weight})")
+    teacher = make_teacher(pipe, train_examples + pseudo_examples, distill_weight)
     try:
         result = run_layer_selection(
             nlp, train_examples, dev_examples, settings, state_dir=output_dir / "state", log=typer.echo, teacher=teacher
@@ -129,13 +152,17 @@ def prune(
     if finetune_steps > 0:
         ft_settings = FineTuneSettings(
             steps=finetune_steps, eval_every=eval_every, batch_size=batch_size, learn_rate=finetune_learn_rate, seed=seed,
-            distill_weight=distill_weight,
+            distill_weight=distill_weight, pseudo_text=str(pseudo_text or ""), pseudo_sentences=pseudo_sentences,
         )
         selected_test_f1 = float(nlp.evaluate(test_examples)[key])
-        ft = run_fine_tuning(
-            nlp, train_examples, dev_examples, ft_settings, state_dir=output_dir / "state" / "finetune", log=typer.echo,
-            teacher=teacher,
-        )
+        try:
+            ft = run_fine_tuning(
+                nlp, train_examples + pseudo_examples, dev_examples, ft_settings, state_dir=output_dir / "state" / "finetune",
+                log=typer.echo, teacher=teacher,
+            )
+        except PruneError as e:
+            typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(1)
         finetune = {
             "settings": asdict(ft_settings),
             "best_step": ft.best_step,

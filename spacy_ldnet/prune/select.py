@@ -78,6 +78,10 @@ class FineTuneSettings:
     learn_rate: Adam learning rate at step 0; it decays linearly to 0 at ``steps``.
     seed: seed of the shuffling and of the dropout masks, as :class:`PruneSettings`.
     distill_weight: as :class:`PruneSettings` (the teacher is the unpruned tagger).
+    pseudo_text, pseudo_sentences: the raw-text file and the number of its
+        sentences, tagged by the unpruned pipeline, that the caller added to
+        the training examples (:mod:`spacy_ldnet.prune.pseudo`; ``""`` and 0:
+        none). Recorded so that a resumed run with other ones is refused.
     """
 
     steps: int = 0
@@ -86,6 +90,8 @@ class FineTuneSettings:
     learn_rate: float = 0.0005
     seed: int = 0
     distill_weight: float = 0.0
+    pseudo_text: str = ""
+    pseudo_sentences: int = 0
 
 
 @dataclass
