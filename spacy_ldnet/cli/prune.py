@@ -152,7 +152,7 @@ def prune(
     if finetune_steps > 0:
         ft_settings = FineTuneSettings(
             steps=finetune_steps, eval_every=eval_every, batch_size=batch_size, learn_rate=finetune_learn_rate, seed=seed,
-            distill_weight=distill_weight, pseudo_text=str(pseudo_text or ""), pseudo_sentences=pseudo_sentences,
+            distill_weight=distill_weight, pseudo_text=str(pseudo_text) if pseudo_sentences > 0 else "", pseudo_sentences=pseudo_sentences,
         )
         selected_test_f1 = float(nlp.evaluate(test_examples)[key])
         try:
