@@ -486,14 +486,21 @@ def test_fine_tuning_keeps_the_lms_fixed_keeps_the_best_state_and_resumes(tiny_l
         run_fine_tuning(nlp2, examples, examples, other, state_dir=tmp_path / "ft", log=quiet)
 
 
-def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
-    nlp, examples = make_lm_nlp(tiny_lm_path)
+def write_trained_pipeline(lm_path, tmp_path):
+    """A briefly trained tiny LD-Net pipeline at ``tmp_path/trained`` (masks below 1,
+    so selection moves them) and its training data at ``tmp_path/data.spacy``."""
+    nlp, examples = make_lm_nlp(lm_path)
     optimizer = Adam(0.01)
     for _ in range(5):
         nlp.update(examples, sgd=optimizer, drop=0.0)
     set_masks(nlp, [1.0, 0.8, 0.8], [0.8, 0.8, 0.8])
     nlp.to_disk(tmp_path / "trained")
     _write_corpus(nlp, tmp_path / "data.spacy")
+    return nlp, examples
+
+
+def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
+    write_trained_pipeline(tiny_lm_path, tmp_path)
     out = tmp_path / "pruned"
     proc = subprocess.run(
         [sys.executable, "-m", "spacy_ldnet.cli", "prune", str(tmp_path / "trained"), str(out),

@@ -10,7 +10,7 @@ from thinc.api import Adam, fix_random_seed
 
 from spacy_ldnet.prune.pseudo import PseudoTextError, read_sentences, teacher_labelled_examples
 
-from test_lm_embedder import _write_corpus, lm_vocab, make_lm_nlp, set_masks, write_tiny_lms
+from test_lm_embedder import lm_vocab, make_lm_nlp, write_tiny_lms, write_trained_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +85,7 @@ def test_teacher_labels_become_complete_gold_tags(tiny_lm_path):
 
 
 def test_prune_cli_fine_tunes_on_teacher_labelled_text(tiny_lm_path, tmp_path):
-    nlp, examples = make_lm_nlp(tiny_lm_path)
-    optimizer = Adam(0.01)
-    for _ in range(5):
-        nlp.update(examples, sgd=optimizer, drop=0.0)
-    set_masks(nlp, [1.0, 0.8, 0.8], [0.8, 0.8, 0.8])
-    nlp.to_disk(tmp_path / "trained")
-    _write_corpus(nlp, tmp_path / "data.spacy")
+    nlp, examples = write_trained_pipeline(tiny_lm_path, tmp_path)
     text = _write_text(tmp_path / "raw.txt.gz", [eg.reference.text for eg in examples])
     base = [sys.executable, "-m", "spacy_ldnet.cli", "prune", str(tmp_path / "trained"), str(tmp_path / "pruned"),
             "--train", str(tmp_path / "data.spacy"), "--dev", str(tmp_path / "data.spacy"),
