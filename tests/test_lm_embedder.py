@@ -517,6 +517,7 @@ def test_prune_cli_end_to_end(tiny_lm_path, tmp_path):
     for k in ("dev_f1", "test_f1", "words_per_second", "lm_parameters"):
         assert set(report[k]) >= {"before", "after"}
     assert (out / "layer_masks.png").stat().st_size > 1000
+    assert report["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert [e["step"] for e in report["finetune"]["evaluations"]] == [0, 2]
     assert report["dev_f1"]["after"] == pytest.approx(max(e["dev_f1"] for e in report["finetune"]["evaluations"]))
     pruned = spacy.load(out / "model-pruned")

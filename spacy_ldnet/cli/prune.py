@@ -207,7 +207,12 @@ def prune(
         "evaluations": result.evaluations,
         "finetune": finetune,
         "plot": str(plot) if plot else None,
-        "machine": {"cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {
+            "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "cpu_model": _cpu_model(),
+            # the kernels torch picked (e.g. AVX2, AVX512): float results, and so training runs, differ between them
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
     }
     (output_dir / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(f"Kept layers: forward {keep['forward']}, backward {keep['backward']}")
@@ -229,3 +234,14 @@ def prune(
         f"({report['words_per_second']['ratio']:.1f}x)"
     )
     typer.echo(f"Wrote {pruned_dir}, {output_dir / 'prune.json'}" + (f", {plot}" if plot else " (no plot: pip install spacy-ldnet[plots])"))
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
