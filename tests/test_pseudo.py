@@ -10,12 +10,7 @@ from thinc.api import Adam, fix_random_seed
 
 from spacy_ldnet.prune.pseudo import PseudoTextError, read_sentences, teacher_labelled_examples
 
-from test_lm_embedder import lm_vocab, make_lm_nlp, write_tiny_lms, write_trained_pipeline
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_path(tmp_path_factory):
-    return write_tiny_lms(tmp_path_factory.mktemp("pseudo_lms"), lm_vocab())
+from test_lm_embedder import make_lm_nlp, tiny_lm_path, write_trained_pipeline  # noqa: F401 (tiny_lm_path: a fixture)
 
 
 def _write_text(path, lines):
