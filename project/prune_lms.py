@@ -45,5 +45,6 @@ def main(
         save_lm(lm, vocab, dst / direction, extra=extra)
         typer.echo(f"wrote {dst / direction}")
 
+
 if __name__ == "__main__":
     typer.run(main)
