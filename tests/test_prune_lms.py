@@ -1,13 +1,17 @@
 """project/prune_lms.py: an LM pair cut to a layer selection, for training a tagger on it from scratch."""
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from spacy.util import load_config, load_model_from_config
 
 from spacy_ldnet.lm.checkpoint import load_lm
 
-from test_lm_embedder import LM_LAYERS, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
+from conftest import assert_well_formed, make_examples, make_nlp, tiny_model_config
+from test_lm_embedder import LM_LAYERS, tiny_lm_embedder, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "project" / "prune_lms.py"
 
@@ -43,3 +47,44 @@ def test_bad_layer_list_is_named(tiny_lm_path, tmp_path):
     out = run_script(tiny_lm_path, tmp_path / "sel2", "--backward", f"0,{LM_LAYERS}")
     assert out.returncode != 0 and "--backward" in out.stderr
     assert not (tmp_path / "sel2").exists()  # nothing written, not even the valid forward selection
+
+
+def test_selection_and_config_out_give_a_config_that_fits_the_cut_lms(tiny_lm_path, tmp_path):
+    """--selection reads a prune.json; --config-out sets the layer counts, so the
+    tagger built from the new config takes the cut LMs and the old one does not."""
+    nlp = make_nlp(tiny_model_config(tok2vec=tiny_lm_embedder()))
+    nlp.config.to_disk(tmp_path / "ldnet.cfg")
+    (tmp_path / "prune.json").write_text(json.dumps({"kept_layers": {"forward": [1], "backward": [0, 2]}}))
+    out = run_script(tiny_lm_path, tmp_path / "sel", "--selection", tmp_path / "prune.json",
+                     "--config", tmp_path / "ldnet.cfg", "--config-out", tmp_path / "retrain.cfg")
+    assert out.returncode == 0, out.stderr
+    config = load_config(tmp_path / "retrain.cfg")
+    tok2vec = config["components"]["ldnet_ner"]["model"]["tok2vec"]
+    assert (tok2vec["forward_layers"], tok2vec["backward_layers"]) == (1, 2)
+    assert config["paths"]["lm"] == str(tmp_path / "sel")
+    assert load_lm(tmp_path / "sel" / "forward")[2]["kept_layers"] == [1]
+    examples = make_examples(nlp)
+    retrained = load_model_from_config(config, auto_fill=True)
+    retrained.vocab.vectors = nlp.vocab.vectors
+    retrained.get_pipe("ldnet_ner").initialize(lambda: examples, nlp=retrained, lm_path=config["paths"]["lm"])
+    assert_well_formed(retrained("Mary Jones works for Google in London ."), retrained.get_pipe("ldnet_ner").labels)
+    with pytest.raises(ValueError, match="forward_layers"):  # the unchanged config does not fit the cut LMs
+        nlp.get_pipe("ldnet_ner").initialize(lambda: examples, nlp=nlp, lm_path=str(tmp_path / "sel"))
+
+
+def test_bad_selection_or_config_is_named_and_nothing_is_written(tiny_lm_path, tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"dev_f1": {}}))
+    (tmp_path / "no_lm.cfg").write_text("[paths]\nlm = null\n\n[components]\n")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"kept_layers": {"forward": [], "backward": [0]}}))
+    cases = [
+        (("--selection", tmp_path / "missing.json"), "does not exist"),
+        (("--selection", tmp_path / "bad.json"), "kept_layers"),
+        (("--selection", good, "--backward", "0"), "not both"),
+        (("--selection", good, "--config", tmp_path / "no_lm.cfg", "--config-out", tmp_path / "x.cfg"), "LD-Net config"),
+        (("--selection", good, "--config", tmp_path / "no_lm.cfg"), "go together"),
+    ]
+    for args, message in cases:
+        out = run_script(tiny_lm_path, tmp_path / "sel", *args)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+        assert not (tmp_path / "sel").exists() and not (tmp_path / "x.cfg").exists()
