@@ -30,6 +30,7 @@ import typer
 from spacy.util import load_config
 
 from spacy_ldnet.lm.checkpoint import load_lm, save_lm
+from spacy_ldnet.prune.select import LM_ARCHITECTURES, find_lm_embedder_config
 
 DIRECTIONS = ("forward", "backward")
 
@@ -62,18 +63,19 @@ def read_selection(path: Path) -> Dict[str, List[int]]:
 
 def retrain_config(config_path: Path, lm_dir: Path, counts: Dict[str, int]):
     """The training config at ``config_path`` with ``paths.lm = lm_dir`` and the
-    layer counts of every component whose ``model.tok2vec`` has ``forward_layers``."""
+    layer counts set in every component's LM embedder block (found as
+    ``spacy-ldnet prune`` finds it, :func:`find_lm_embedder_config`)."""
     config = load_config(config_path, interpolate=False)
     found = []
     for name, component in config.get("components", {}).items():
-        tok2vec = component.get("model", {}).get("tok2vec", {})
-        if "forward_layers" in tok2vec and "backward_layers" in tok2vec:
-            tok2vec["forward_layers"] = counts["forward"]
-            tok2vec["backward_layers"] = counts["backward"]
+        block = find_lm_embedder_config(component)
+        if block is not None:
+            block["forward_layers"] = counts["forward"]
+            block["backward_layers"] = counts["backward"]
             found.append(name)
     if not found:
         raise typer.BadParameter(
-            f"{config_path} has no component whose model.tok2vec sets forward_layers/backward_layers: "
+            f"{config_path} has no component with an LM embedder ({', '.join(LM_ARCHITECTURES)}): "
             "pass an LD-Net config such as configs/conll03_ldnet.cfg"
         )
     config.setdefault("paths", {})["lm"] = str(lm_dir)

@@ -141,20 +141,22 @@ def lm_module(pipe) -> LMFeatures:
     return get_lm_module(pipe.model)
 
 
+def find_lm_embedder_config(block: Any) -> Optional[Dict[str, Any]]:
+    """The first (mutable) block of ``block``, a config dict at any depth, whose
+    ``@architectures`` is one of :data:`LM_ARCHITECTURES`; None if there is none."""
+    if isinstance(block, dict):
+        if block.get("@architectures") in LM_ARCHITECTURES:
+            return block
+        for value in block.values():
+            found = find_lm_embedder_config(value)
+            if found is not None:
+                return found
+    return None
+
+
 def _embedder_config(nlp: Language, name: str) -> Dict[str, Any]:
     """The (mutable) config block of the LM embedder inside the component's config."""
-
-    def search(block):
-        if isinstance(block, dict):
-            if block.get("@architectures") in LM_ARCHITECTURES:
-                return block
-            for value in block.values():
-                found = search(value)
-                if found is not None:
-                    return found
-        return None
-
-    found = search(nlp.get_pipe_config(name))
+    found = find_lm_embedder_config(nlp.get_pipe_config(name))
     if found is None:
         raise PruneError(f"The config of component {name!r} has no {LM_ARCHITECTURE} block.")
     return found
