@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from seeds import SCORE_PREFIXES  # project/seeds.py; the script folder is on sys.path
+
 EXAMPLES = [
     "Angela Merkel met Emmanuel Macron in Paris on Tuesday to discuss the European Union budget .",
     "Shares of Apple Inc. rose 3 percent on the Nasdaq after Tim Cook spoke in Cupertino .",
@@ -21,7 +23,7 @@ EXAMPLES = [
 
 
 def _prf(m: dict):
-    for prefix in ("ents", "spans_chunks"):
+    for prefix in SCORE_PREFIXES:
         if f"{prefix}_f" in m:
             return 100 * m[f"{prefix}_p"], 100 * m[f"{prefix}_r"], 100 * m[f"{prefix}_f"]
     return None

@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-SCORE_KEYS = ("ents_f", "spans_chunks_f")
+# Score prefixes of `spacy evaluate` output: NER (doc.ents), chunking (doc.spans["chunks"]).
+SCORE_PREFIXES = ("ents", "spans_chunks")
+SCORE_KEYS = tuple(f"{p}_f" for p in SCORE_PREFIXES)
 
 
 def read_f1(path: Path) -> float:
