@@ -24,6 +24,7 @@ from spacy_ldnet.prune.select import (
     FineTuneSettings,
     PruneError,
     PruneSettings,
+    force_layer_budget,
     lm_cost,
     lm_module,
     prune_in_place,
@@ -425,6 +426,34 @@ def test_layer_selection_resumes_and_respects_the_budget(tiny_lm_path, tmp_path)
             nlp3, examples, examples, PruneSettings(lambda0=0.0, lambda1=0, steps=2, eval_every=1, mask_learn_rate=0.0),
             log=lambda m: None,
         )
+
+
+def test_force_budget_keeps_the_largest_masks_when_selection_ends_over_budget(tiny_lm_path, tmp_path):
+    nlp, examples = make_lm_nlp(tiny_lm_path)
+    # Regulariser and mask updates off: the masks cannot reach a budget of 2 by themselves.
+    set_masks(nlp, [0.3, 0.9, 0.0], [0.9, 0.5, 1.0])
+    settings = PruneSettings(lambda0=0.0, lambda1=2, steps=2, eval_every=1, batch_size=5, mask_learn_rate=0.0)
+    with pytest.raises(PruneError, match="--force-budget"):
+        run_layer_selection(nlp, examples, examples, settings, state_dir=tmp_path / "state", log=lambda m: None)
+    # The failed run's state resumes with force_budget switched on (only it and steps may change).
+    nlp2, _ = make_lm_nlp(tiny_lm_path)
+    settings.force_budget = True
+    messages = []
+    result = run_layer_selection(nlp2, examples, examples, settings, state_dir=tmp_path / "state", log=messages.append)
+    lm = lm_module(nlp2.get_pipe("ldnet_ner"))
+    # Largest two: backward 2 (1.0), then the 0.9 tie broken by the lower index (forward 1).
+    assert lm.forward_masks.tolist() == pytest.approx([0.0, 0.9, 0.0])
+    assert lm.backward_masks.tolist() == pytest.approx([0.0, 0.0, 1.0])
+    assert result.best_step == 2 and result.evaluations[-1]["forced_budget"] is True
+    assert result.evaluations[-1]["n_layers"] == 2
+    assert any("--force-budget keeps the 2 layers" in m for m in messages)
+    assert prune_in_place(nlp2) == {"forward": [1], "backward": [2]}
+    # A zero mask is never kept, so fewer layers than the budget may remain.
+    nlp3, _ = make_lm_nlp(tiny_lm_path)
+    set_masks(nlp3, [0.0, 0.2, 0.0], [0.0, 0.0, 0.0])
+    assert force_layer_budget(lm_module(nlp3.get_pipe("ldnet_ner")), 2) == [1]
+    with pytest.raises(ValueError, match=">= 0"):
+        force_layer_budget(lm_module(nlp3.get_pipe("ldnet_ner")), -1)
 
 
 def test_layer_selection_and_fine_tuning_are_reproducible_whatever_the_global_rng(tiny_lm_path, tmp_path):

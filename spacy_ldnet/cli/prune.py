@@ -51,6 +51,7 @@ def prune(
     distill_weight: float = typer.Option(0.0, "--distill-weight", min=0.0, max=1.0, help="Distil the unpruned tagger into the pruned one during selection and fine-tuning: loss = (1 - w) * CRF NLL + w * cross-entropy from the unpruned tagger's CRF (spacy_ldnet.prune.distill; 0: off, the LD-Net loss)."),
     pseudo_text: Optional[Path] = typer.Option(None, "--pseudo-text", help="Tokenized raw text (one sentence per line, .gz or plain), e.g. ../shared/data/lm/reuters21578.tok.txt.gz: with --pseudo-sentences N, fine-tuning also trains on N of its sentences tagged by the unpruned pipeline (spacy_ldnet.prune.pseudo)."),
     pseudo_sentences: int = typer.Option(0, "--pseudo-sentences", min=0, help="Sentences of --pseudo-text, tagged by the unpruned pipeline, added to the fine-tuning data (0: none; needs --finetune-steps)."),
+    force_budget: bool = typer.Option(False, "--force-budget/--no-force-budget", help="If no evaluation is within the layer budget when --steps end, keep the lambda1 layers with the largest masks, zero the others and go on, instead of stopping with an error (not in LD-Net; a resumed run may switch it on)."),
     threads: int = typer.Option(1, "--threads", help="torch threads (training and the speed measurement)."),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU for the continued training (-1: CPU)."),
     gold_preproc: bool = typer.Option(True, "--gold-preproc/--no-gold-preproc", help="Read the corpora with gold tokenization and sentences (as training did)."),
@@ -122,6 +123,7 @@ def prune(
     settings = PruneSettings(
         lambda0=lambda0, lambda1=lambda1, steps=steps, eval_every=eval_every, batch_size=batch_size,
         learn_rate=learn_rate, mask_learn_rate=mask_learn_rate, seed=seed, distill_weight=distill_weight,
+        force_budget=force_budget,
     )
     pseudo_examples = []
     if pseudo_sentences > 0:

@@ -55,6 +55,12 @@ class PruneSettings:
     distill_weight: w in [0, 1]: the task loss is (1 - w) * NLL + w * the
         cross-entropy from the unpruned tagger's CRF (see
         :mod:`spacy_ldnet.prune.distill`); 0: the CRF NLL alone (LD-Net).
+    force_budget: when ``steps`` end with no evaluation within the budget,
+        keep the ``floor(lambda1)`` layers with the largest masks (ties: the
+        lower layer, forward before backward), set the other masks to 0 and
+        take that state as the selected one, instead of raising PruneError.
+        Not a step of LD-Net (whose regulariser is meant to reach the budget
+        by itself); a resumed run may switch it on.
     """
 
     lambda0: float = 0.05
@@ -66,6 +72,7 @@ class PruneSettings:
     mask_learn_rate: float = 0.5
     seed: int = 0
     distill_weight: float = 0.0
+    force_budget: bool = False
 
 
 @dataclass
@@ -313,13 +320,24 @@ def run_layer_selection(
         ):
             evaluate_and_save()
             due_since = None
+    if best_bytes is None and settings.force_budget:
+        kept = force_layer_budget(lm, int(settings.lambda1))
+        log(
+            f"No evaluation had at most lambda1={settings.lambda1} layers in use; --force-budget keeps the "
+            f"{len(kept)} layers with the largest masks (mask index {kept}, forward first) and zeroes the others"
+        )
+        evaluate_and_save()
+        result.evaluations[-1]["forced_budget"] = True
+        if state_dir is not None:
+            _save_state(Path(state_dir), pipe, best_bytes, {"step": step, "settings": asdict(settings), **asdict(result)})
     node.attrs["learn_layer_masks"] = False
     lm.set_learn_masks(False)
     if best_bytes is None:
         last = result.evaluations[-1]["n_layers"] if result.evaluations else "?"
         error = PruneError(
             f"No evaluation had at most lambda1={settings.lambda1} layers in use (last: {last}). Fix: "
-            f"more --steps, a larger --lambda0 or --mask-learn-rate, or a larger --lambda1."
+            f"more --steps (the run resumes), a larger --lambda0 or --mask-learn-rate, or a larger --lambda1; "
+            f"or --force-budget to keep the lambda1 layers with the largest masks."
         )
         error.history = result.mask_history
         raise error
@@ -327,6 +345,36 @@ def run_layer_selection(
     node.attrs["learn_layer_masks"] = False
     lm_module(pipe).set_learn_masks(False)
     return result
+
+
+def force_layer_budget(lm: LMFeatures, budget: int) -> List[int]:
+    """Keep the ``budget`` largest layer masks and set every other mask to exactly 0.
+
+    Args:
+        lm: the LM features whose ``forward_masks`` (L_f,) and ``backward_masks``
+            (L_b,) are changed in place.
+        budget: number of layers to keep (>= 0), across both LMs.
+
+    Returns:
+        The kept indices into ``lm.layer_masks()`` (forward layers 0..L_f-1, then
+        backward layers), ascending. Masks already at 0 are never kept, so fewer
+        than ``budget`` may be returned. Ties keep the lower index.
+
+    Raises:
+        ValueError: ``budget`` is negative.
+    """
+    if budget < 0:
+        raise ValueError(f"The layer budget must be >= 0, got {budget}")
+    masks = lm.layer_masks().detach()  # (L_f + L_b,)
+    order = sorted(range(len(masks)), key=lambda i: (-float(masks[i]), i))
+    kept = sorted(i for i in order[:budget] if float(masks[i]) != 0.0)
+    n_forward = lm.forward_masks.shape[0]
+    with torch.no_grad():
+        for i in range(len(masks)):
+            if i not in kept:
+                target = lm.forward_masks if i < n_forward else lm.backward_masks
+                target[i if i < n_forward else i - n_forward] = 0.0
+    return kept
 
 
 def run_fine_tuning(
@@ -428,7 +476,7 @@ def _update(pipe, name: str, batch, losses: Dict[str, float], weight: float, tea
 
 
 #: Settings a resumed run may change: more steps continue the same run.
-RESUMABLE_CHANGES = ("steps",)
+RESUMABLE_CHANGES = ("steps", "force_budget")
 
 
 def _check_resumed_settings(saved: Optional[Dict[str, Any]], settings: Any, state_dir: Path) -> None:
