@@ -32,3 +32,32 @@ def test_the_main_command_runs_the_all_workflow_with_the_retraining():
     assert "spacy project run all" in (ROOT / "project" / "main.sh").read_text()
     steps = CONFIG["workflows"]["all"]
     assert steps.index("prune") < steps.index("retrain-pruned") < steps.index("evaluate-retrained")
+
+
+def _spacy_ldnet_calls():
+    """(command name, subcommand, [--options]) for every `spacy-ldnet SUB ...` script line."""
+    import shlex
+
+    for command in CONFIG["commands"]:
+        for line in command.get("script", []):
+            words = shlex.split(line)
+            if "spacy-ldnet" not in words:
+                continue
+            rest = words[words.index("spacy-ldnet") + 1:]
+            yield command["name"], rest[0], [w.split("=", 1)[0] for w in rest[1:] if w.startswith("--")]
+
+
+def test_every_spacy_ldnet_option_in_project_yml_exists():
+    """A renamed or misspelt flag would otherwise only fail hours into `spacy project run all`."""
+    import typer.main
+
+    from spacy_ldnet.cli import app
+
+    group = typer.main.get_command(app)
+    calls = list(_spacy_ldnet_calls())
+    assert any(sub == "prune" and "--force-budget" in opts for _, sub, opts in calls)
+    for name, sub, opts in calls:
+        assert sub in group.commands, f"{name}: spacy-ldnet has no subcommand {sub!r}"
+        known = {o for p in group.commands[sub].params for o in (*p.opts, *p.secondary_opts)}
+        unknown = sorted(set(opts) - known)
+        assert not unknown, f"{name}: spacy-ldnet {sub} has no option(s) {unknown}"
