@@ -271,11 +271,11 @@ def run_layer_selection(
     stream = _batches(train_examples, settings.batch_size, random.Random(settings.seed + step))
     fix_random_seed(settings.seed + step)  # dropout masks: the same run twice gives the same selection
 
-    def evaluate_and_save() -> None:
+    def evaluate_and_save(**marks: Any) -> None:
         nonlocal best_bytes
         n_layers = count_nonzero_layers(lm.layer_masks())
         dev_f1 = float(nlp.evaluate(list(dev_examples))[key])
-        result.evaluations.append({"step": step, "dev_f1": dev_f1, "n_layers": n_layers})
+        result.evaluations.append({"step": step, "dev_f1": dev_f1, "n_layers": n_layers, **marks})
         within = n_layers <= settings.lambda1
         if within and (result.best_dev_f1 is None or dev_f1 > result.best_dev_f1):
             result.best_dev_f1, result.best_step = dev_f1, step
@@ -326,10 +326,7 @@ def run_layer_selection(
             f"No evaluation had at most lambda1={settings.lambda1} layers in use; --force-budget keeps the "
             f"{len(kept)} layers with the largest masks (mask index {kept}, forward first) and zeroes the others"
         )
-        evaluate_and_save()
-        result.evaluations[-1]["forced_budget"] = True
-        if state_dir is not None:
-            _save_state(Path(state_dir), pipe, best_bytes, {"step": step, "settings": asdict(settings), **asdict(result)})
+        evaluate_and_save(forced_budget=True)
     node.attrs["learn_layer_masks"] = False
     lm.set_learn_masks(False)
     if best_bytes is None:
@@ -368,12 +365,13 @@ def force_layer_budget(lm: LMFeatures, budget: int) -> List[int]:
     masks = lm.layer_masks().detach()  # (L_f + L_b,)
     order = sorted(range(len(masks)), key=lambda i: (-float(masks[i]), i))
     kept = sorted(i for i in order[:budget] if float(masks[i]) != 0.0)
+    drop = torch.ones_like(masks, dtype=torch.bool)  # (L_f + L_b,) True: set to 0
+    drop[kept] = False
     n_forward = lm.forward_masks.shape[0]
     with torch.no_grad():
-        for i in range(len(masks)):
-            if i not in kept:
-                target = lm.forward_masks if i < n_forward else lm.backward_masks
-                target[i if i < n_forward else i - n_forward] = 0.0
+        lm.forward_masks.masked_fill_(drop[:n_forward], 0.0)
+        lm.backward_masks.masked_fill_(drop[n_forward:], 0.0)
+    lm.clear_cache()  # LM outputs cached with the old masks
     return kept
 
 
