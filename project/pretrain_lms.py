@@ -91,6 +91,13 @@ def export_continuation(run_dir, dest, files):
     base = json.loads((Path(start["init_from"]) / "config.json").read_text(encoding="utf-8"))["extra"]
     base_steps = int(base.get("step") or base.get("training", {}).get("steps", 0))
     base_tokens = int(base.get("tokens_seen") or base.get("training", {}).get("tokens_seen", 0))
+    if not (run_dir / "metrics.json").is_file():
+        last = [json.loads(line) for line in (run_dir / "log.jsonl").open(encoding="utf-8")][-1]
+        sys.exit(f"Error: {run_dir} has no final model yet (no metrics.json; its log ends at step "
+                 f"{last.get('step')}, {float(last.get('elapsed', 0)):.0f} s trained). Fix: let the run finish, "
+                 f"or end it at its last checkpoint with `python project/pretrain_lms.py --resume "
+                 f"{start.get('config', {}).get('direction', 'DIRECTION')} --max-time 1s` (it stops at once "
+                 f"and writes model/ and metrics.json), then export again.")
     m = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     run_cfg = start.get("config", {})
     begin = targets_in_buffers(run_cfg.get("train") or files, int(start.get("start_buffer") or 0),
@@ -104,7 +111,7 @@ def export_continuation(run_dir, dest, files):
     ex["corpus_position_targets"] = begin + int(m["tokens_seen"])
     ex["training"].update(
         steps=ex["step"], tokens_seen=ex["tokens_seen"],
-        note=(f"{base_steps} steps / {base_tokens} tokens of {start['init_from']}, then {m['step']} steps / "
+        note=(f"{base_steps} steps / {base_tokens} tokens of {_portable(start['init_from'])}, then {m['step']} steps / "
               f"{m['tokens_seen']} tokens continued in {run_dir} from corpus buffer {start.get('start_buffer')} "
               f"(--init-from, fresh Adam)"),
     )
@@ -112,6 +119,15 @@ def export_continuation(run_dir, dest, files):
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"Exported {run_dir} to {out}: {ex['tokens_seen']} tokens in all, corpus position {ex['corpus_position_targets']}.")
     return out
+
+
+def _portable(path):
+    """``path`` relative to the checkout when it lies inside it (no machine-specific prefix in exports)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def lm_corpus(data_dir):

@@ -123,3 +123,12 @@ def test_export_continuation_counts_the_whole_history(tmp_path):
     # a run not started from an export is refused with the fix named
     with pytest.raises(SystemExit, match="init-from"):
         mod.export_continuation(tmp_path / "a", tmp_path / "x", [corpus])
+    # a run stopped before its end (no metrics.json) is refused with the fix named, and nothing is written
+    (tmp_path / "b" / "metrics.json").unlink()
+    with pytest.raises(SystemExit, match="no final model yet.*--max-time 1s"):
+        mod.export_continuation(tmp_path / "b", tmp_path / "y", [corpus])
+    assert not (tmp_path / "y").exists()
+    # the note names an LM inside the checkout by its path relative to the checkout
+    root = Path(mod.__file__).resolve().parent.parent
+    assert mod._portable(root / "spacy_ldnet" / "lm") == str(Path("spacy_ldnet") / "lm")
+    assert mod._portable(tmp_path) == str(tmp_path)
