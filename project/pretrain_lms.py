@@ -91,9 +91,10 @@ def export_continuation(run_dir, dest, files):
     base = json.loads((Path(start["init_from"]) / "config.json").read_text(encoding="utf-8"))["extra"]
     base_steps = int(base.get("step") or base.get("training", {}).get("steps", 0))
     base_tokens = int(base.get("tokens_seen") or base.get("training", {}).get("tokens_seen", 0))
-    if not (run_dir / "metrics.json").is_file():
-        last = [json.loads(line) for line in (run_dir / "log.jsonl").open(encoding="utf-8")][-1]
-        sys.exit(f"Error: {run_dir} has no final model yet (no metrics.json; its log ends at step "
+    last = [json.loads(line) for line in (run_dir / "log.jsonl").open(encoding="utf-8")][-1]
+    # a run resumed after an earlier end keeps the old model/ and metrics.json until it ends again
+    if not (run_dir / "metrics.json").is_file() or last.get("event") != "end":
+        sys.exit(f"Error: {run_dir} has no final model of its last steps (its log ends at step "
                  f"{last.get('step')}, {float(last.get('elapsed', 0)):.0f} s trained). Fix: let the run finish, "
                  f"or end it at its last checkpoint with `python project/pretrain_lms.py --resume "
                  f"{start.get('config', {}).get('direction', 'DIRECTION')} --max-time 1s` (it stops at once "

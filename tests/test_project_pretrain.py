@@ -123,9 +123,14 @@ def test_export_continuation_counts_the_whole_history(tmp_path):
     # a run not started from an export is refused with the fix named
     with pytest.raises(SystemExit, match="init-from"):
         mod.export_continuation(tmp_path / "a", tmp_path / "x", [corpus])
-    # a run stopped before its end (no metrics.json) is refused with the fix named, and nothing is written
+    # a run resumed after its end and stopped again (model/ and metrics.json are of the earlier end),
+    # or one stopped before any end (no metrics.json), is refused with the fix named; nothing is written
+    with (tmp_path / "b" / "log.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"event": "train", "step": 6, "elapsed": 3.0}) + "\n")
+    with pytest.raises(SystemExit, match="no final model of its last steps.*step 6.*--max-time 1s"):
+        mod.export_continuation(tmp_path / "b", tmp_path / "y", [corpus])
     (tmp_path / "b" / "metrics.json").unlink()
-    with pytest.raises(SystemExit, match="no final model yet.*--max-time 1s"):
+    with pytest.raises(SystemExit, match="no final model of its last steps"):
         mod.export_continuation(tmp_path / "b", tmp_path / "y", [corpus])
     assert not (tmp_path / "y").exists()
     # the note names an LM inside the checkout by its path relative to the checkout
