@@ -83,15 +83,23 @@ def export_continuation(run_dir, dest, files):
     from spacy_ldnet.lm.pretrain import export_model
 
     run_dir = Path(run_dir)
-    start = next(json.loads(line) for line in (run_dir / "log.jsonl").open(encoding="utf-8")
-                 if json.loads(line).get("event") == "start")
+    log_path = run_dir / "log.jsonl"
+    if not log_path.is_file():
+        sys.exit(f"Error: {log_path} not found: {run_dir} is not a pretraining run directory. "
+                 f"Fix: pass the run's checkpoint directory, e.g. checkpoints/default-backward.")
+    events = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()
+              if line.strip()]
+    start = next((e for e in events if e.get("event") == "start"), None)
+    if start is None:
+        sys.exit(f"Error: {log_path} has no start event, so the LM the run began from is unknown. "
+                 f"Fix: export a run started with --init-from.")
     if not start.get("init_from"):
         sys.exit(f"Error: {run_dir} was not started with --init-from. Fix: export it with "
                  f"spacy_ldnet.lm.pretrain.export_model.")
     base = json.loads((Path(start["init_from"]) / "config.json").read_text(encoding="utf-8"))["extra"]
     base_steps = int(base.get("step") or base.get("training", {}).get("steps", 0))
     base_tokens = int(base.get("tokens_seen") or base.get("training", {}).get("tokens_seen", 0))
-    last = [json.loads(line) for line in (run_dir / "log.jsonl").open(encoding="utf-8")][-1]
+    last = events[-1]
     # a run resumed after an earlier end keeps the old model/ and metrics.json until it ends again
     if not (run_dir / "metrics.json").is_file() or last.get("event") != "end":
         sys.exit(f"Error: {run_dir} has no final model of its last steps (its log ends at step "

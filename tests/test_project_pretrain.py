@@ -133,6 +133,10 @@ def test_export_continuation_counts_the_whole_history(tmp_path):
     with pytest.raises(SystemExit, match="no final model of its last steps"):
         mod.export_continuation(tmp_path / "b", tmp_path / "y", [corpus])
     assert not (tmp_path / "y").exists()
+    # a directory that is not a run (no log.jsonl) is refused with the fix named, not a raw OSError
+    with pytest.raises(SystemExit, match="log.jsonl not found.*checkpoint directory"):
+        mod.export_continuation(tmp_path / "shipped", tmp_path / "z", [corpus])
+    assert not (tmp_path / "z").exists()
     # the note names an LM inside the checkout by its path relative to the checkout
     root = Path(mod.__file__).resolve().parent.parent
     assert mod._portable(root / "spacy_ldnet" / "lm") == str(Path("spacy_ldnet") / "lm")
