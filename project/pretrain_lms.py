@@ -87,8 +87,16 @@ def export_continuation(run_dir, dest, files):
     if not log_path.is_file():
         sys.exit(f"Error: {log_path} not found: {run_dir} is not a pretraining run directory. "
                  f"Fix: pass the run's checkpoint directory, e.g. checkpoints/default-backward.")
-    events = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()
-              if line.strip()]
+    events = []
+    for n, line in enumerate(log_path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                sys.exit(f"Error: line {n} of {log_path} is not JSON (a write cut off when the run "
+                         f"was killed?), so where the run ended is unknown. Fix: end the run at its last "
+                         f"checkpoint with `python project/pretrain_lms.py --resume DIRECTION --max-time 1s`, "
+                         f"which appends an end event, then export again.")
     start = next((e for e in events if e.get("event") == "start"), None)
     if start is None:
         sys.exit(f"Error: {log_path} has no start event, so the LM the run began from is unknown. "

@@ -137,6 +137,15 @@ def test_export_continuation_counts_the_whole_history(tmp_path):
     with pytest.raises(SystemExit, match="log.jsonl not found.*checkpoint directory"):
         mod.export_continuation(tmp_path / "shipped", tmp_path / "z", [corpus])
     assert not (tmp_path / "z").exists()
+    # a log whose last write was cut off, or one without a start event, is refused with the fix named
+    log = (tmp_path / "b" / "log.jsonl").read_text(encoding="utf-8")
+    (tmp_path / "b" / "log.jsonl").write_text(log + '{"event": "tra', encoding="utf-8")
+    with pytest.raises(SystemExit, match="is not JSON.*--max-time 1s"):
+        mod.export_continuation(tmp_path / "b", tmp_path / "z", [corpus])
+    (tmp_path / "b" / "log.jsonl").write_text(json.dumps({"event": "end"}) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="no start event"):
+        mod.export_continuation(tmp_path / "b", tmp_path / "z", [corpus])
+    assert not (tmp_path / "z").exists()
     # the note names an LM inside the checkout by its path relative to the checkout
     root = Path(mod.__file__).resolve().parent.parent
     assert mod._portable(root / "spacy_ldnet" / "lm") == str(Path("spacy_ldnet") / "lm")
