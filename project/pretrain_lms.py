@@ -80,23 +80,14 @@ def export_continuation(run_dir, dest, files):
     import json
 
     from spacy_ldnet.lm.data import targets_in_buffers
-    from spacy_ldnet.lm.pretrain import export_model
+    from spacy_ldnet.lm.pretrain import export_model, read_log
 
     run_dir = Path(run_dir)
     log_path = run_dir / "log.jsonl"
     if not log_path.is_file():
         sys.exit(f"Error: {log_path} not found: {run_dir} is not a pretraining run directory. "
                  f"Fix: pass the run's checkpoint directory, e.g. checkpoints/default-backward.")
-    events = []
-    for n, line in enumerate(log_path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                sys.exit(f"Error: line {n} of {log_path} is not JSON (a write cut off when the run "
-                         f"was killed?), so where the run ended is unknown. Fix: end the run at its last "
-                         f"checkpoint with `python project/pretrain_lms.py --resume DIRECTION --max-time 1s`, "
-                         f"which appends an end event, then export again.")
+    events = read_log(log_path)  # skips a write cut off when the run was killed; the end check below refuses it
     start = next((e for e in events if e.get("event") == "start"), None)
     if start is None:
         sys.exit(f"Error: {log_path} has no start event, so the LM the run began from is unknown. "

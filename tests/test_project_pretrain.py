@@ -140,7 +140,7 @@ def test_export_continuation_counts_the_whole_history(tmp_path):
     # a log whose last write was cut off, or one without a start event, is refused with the fix named
     log = (tmp_path / "b" / "log.jsonl").read_text(encoding="utf-8")
     (tmp_path / "b" / "log.jsonl").write_text(log + '{"event": "tra', encoding="utf-8")
-    with pytest.raises(SystemExit, match="is not JSON.*--max-time 1s"):
+    with pytest.raises(SystemExit, match="no final model of its last steps.*step 6.*--max-time 1s"):
         mod.export_continuation(tmp_path / "b", tmp_path / "z", [corpus])
     (tmp_path / "b" / "log.jsonl").write_text(json.dumps({"event": "end"}) + "\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="no start event"):

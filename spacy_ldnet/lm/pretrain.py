@@ -875,18 +875,24 @@ def _preserve_rng():
         _set_rng_state(s)
 
 
-def _read_valid_history(path: Path) -> List[dict]:
+def read_log(path: Path) -> List[dict]:
+    """The records of a run's ``log.jsonl`` in order ([] if it does not exist).
+
+    A line that is not JSON (a write cut off when the run was killed) is
+    skipped, as a resumed run drops it (``_truncate_log``)."""
     if not path.exists():
         return []
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            rec = json.loads(line)
+            out.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if rec.get("event") == "valid":
-            out.append(rec)
     return out
+
+
+def _read_valid_history(path: Path) -> List[dict]:
+    return [rec for rec in read_log(path) if rec.get("event") == "valid"]
 
 
 def _fmt_valid(rec: dict) -> str:
