@@ -4,6 +4,7 @@ Everything here is tiny (16-wide LSTMs, random 16-d vectors) so the suite runs
 in well under a few minutes on one CPU thread. Nothing reads ``../shared``.
 """
 import copy
+import importlib.util
 import os
 
 # Offline Hugging Face for the transformer config; set before anything imports
@@ -66,6 +67,14 @@ TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
 
 #: Words that get a row in the random vectors table (plus every training word).
 EXTRA_WORDS = "the a of and in to is was for on that with as by at from it he she they".split()
+
+
+def load_script(path: Path, name: str):
+    """Import the script at PATH (e.g. ``project/pretrain_lms.py``) as module NAME."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_model_config(**overrides) -> Dict:

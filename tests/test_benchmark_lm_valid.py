@@ -1,19 +1,16 @@
 """benchmarks/lm_valid.py reads a .spacy corpus as one sentence per line and leaves no copy."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 import spacy
+from conftest import load_script
 from spacy.tokens import Doc, DocBin
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "lm_valid.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("lm_valid", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "lm_valid")
 
 
 def test_plain_text_of_a_spacy_corpus_is_one_sentence_per_line_and_deleted(tmp_path):

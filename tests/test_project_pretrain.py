@@ -1,5 +1,4 @@
 """project/pretrain_lms.py: the one argument list of the shipped LMs' recipe."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -7,16 +6,14 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "project" / "pretrain_lms.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("pretrain_lms", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "pretrain_lms")
 
 
 def _parse(cmd):
