@@ -27,23 +27,26 @@ import gzip
 import sys
 from pathlib import Path
 
+from spacy_ldnet.lm.data import Vocab, open_text, split_tokens
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_shard(src: Path, dest: Path, skip_tokens: int, max_bytes: int, check_every: int = 20000):
-    """Copy whole lines of gzipped ``src`` after ``skip_tokens`` tokens to gzipped ``dest``
+    """Copy whole lines of ``src`` after ``skip_tokens`` tokens (counted as the LM corpus
+    reader counts them, ``split_tokens``) to gzipped ``dest``
     until ``dest`` exceeds ``max_bytes`` (checked every ``check_every`` lines) or ``src`` ends.
 
     Returns ``(tokens skipped, tokens written, lines written)``."""
     skipped = taken = lines = 0
     with open(dest, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as out, \
-            gzip.open(src, "rt", encoding="utf-8") as f:
+            open_text(src) as f:
         for line in f:
             if skipped < skip_tokens:
-                skipped += len(line.split())
+                skipped += len(split_tokens(line))
                 continue
             out.write(line.encode("utf-8"))
-            taken += len(line.split())
+            taken += len(split_tokens(line))
             lines += 1
             if lines % check_every == 0 and raw.tell() > max_bytes:
                 break
@@ -51,28 +54,29 @@ def write_shard(src: Path, dest: Path, skip_tokens: int, max_bytes: int, check_e
 
 
 def write_head(src: Path, dest: Path, max_tokens: int) -> int:
-    """Copy the first lines of gzipped ``src`` to gzipped ``dest`` until more than
+    """Copy the first lines of ``src`` to gzipped ``dest`` until more than
     ``max_tokens`` tokens are written; returns the tokens written."""
     n = 0
-    with gzip.open(src, "rt", encoding="utf-8") as f, gzip.open(dest, "wt", encoding="utf-8") as g:
+    with open_text(src) as f, gzip.open(dest, "wt", encoding="utf-8") as g:
         for line in f:
             g.write(line)
-            n += len(line.split())
+            n += len(split_tokens(line))
             if n > max_tokens:
                 break
     return n
 
 
 def write_glove_subset(vocab_path: Path, dest: Path, glove=None) -> int:
-    """Write the GloVe rows of the words in ``vocab_path`` (first tab field per line) to ``dest``."""
+    """Write to ``dest`` the GloVe rows that pretraining looks up for the LM vocabulary
+    ``vocab_path`` (each token lower-cased, as in ``spacy_ldnet.lm.pretrain``)."""
     from spacy_ldnet.glove import load_glove
 
-    vocab = {line.rstrip("\n").split("\t")[0] for line in vocab_path.read_text(encoding="utf-8").splitlines()}
+    wanted = {t.lower() for t in Vocab.load(vocab_path).tokens}
     words, vectors = load_glove(glove)
     n = 0
     with gzip.open(dest, "wt", encoding="utf-8") as g:
         for w, v in zip(words, vectors):
-            if w in vocab:
+            if w in wanted:
                 g.write(w + " " + " ".join("%.6f" % x for x in v) + "\n")
                 n += 1
     return n
