@@ -32,20 +32,27 @@ FILES = ("config.json", "model.safetensors", "vocab.txt")
 
 
 def pretrain_lm_command(
-    files, valid, output, direction, vocab, device, max_time, threads, *, progress=False
+    files, valid, output, direction, vocab, device, max_time, threads, *, progress=False,
+    hidden=128, batch_size=None, checkpoint_every=300, eval_every=1500, log_every=50,
 ):
     """The ``spacy-ldnet pretrain-lm`` argument list of the shipped LMs' settings
-    (docs/lm_pretraining.md); the batch is 32 sentences on CPU, 128 on a GPU."""
+    (docs/lm_pretraining.md); the batch is 32 sentences on CPU, 128 on a GPU.
+
+    The keywords change what the GPU runs change (``project/gpu_lms.py``): the
+    LSTM width, the batch (None: the default above) and how often the run
+    checkpoints, validates and logs (in steps)."""
+    if batch_size is None:
+        batch_size = 32 if device == "cpu" else 128
     return [
         "spacy-ldnet", "pretrain-lm",
         *[x for f in files for x in ("--train", str(f))],
         "--valid", str(valid), "--output", str(output), "--direction", direction,
-        "--vocab", str(vocab), "--output-layer", "vmf", "--layers", "10", "--hidden", "128",
+        "--vocab", str(vocab), "--output-layer", "vmf", "--layers", "10", "--hidden", str(hidden),
         "--embed-dim", "50", "--input-embeddings", "glove", "--freeze-input", "--dropout", "0.0",
-        "--layer-dropout", "0.1", "--batch-size", "32" if device == "cpu" else "128",
-        "--lr", "0.001", "--max-time", max_time, "--checkpoint-every", "300",
-        "--eval-every", "1500", "--valid-tokens", "20000", "--nn-eval-tokens", "20000",
-        "--log-every", "50", "--seed", "1", "--threads", str(threads), "--device", device,
+        "--layer-dropout", "0.1", "--batch-size", str(batch_size),
+        "--lr", "0.001", "--max-time", max_time, "--checkpoint-every", str(checkpoint_every),
+        "--eval-every", str(eval_every), "--valid-tokens", "20000", "--nn-eval-tokens", "20000",
+        "--log-every", str(log_every), "--seed", "1", "--threads", str(threads), "--device", device,
         "--progress" if progress else "--no-progress",
     ]
 

@@ -39,3 +39,16 @@ def test_shard_stops_once_over_its_size_and_head_stops_after_its_tokens(tmp_path
     head = _read(tmp_path / "head.gz")
     assert written == sum(len(line.split()) for line in head) > 20
     assert sum(len(line.split()) for line in head[:-1]) <= 20 and head == lines[: len(head)]
+
+
+def test_shard_stops_at_its_line_cap_and_xz_keeps_the_text(tmp_path):
+    import lzma
+
+    shard = load_script(ROOT / "project" / "lm_shard.py", "lm_shard")
+    lines = _corpus(tmp_path / "train.gz", 300)
+    _, _, n = shard.write_shard(tmp_path / "train.gz", tmp_path / "shard.txt.gz", 0, 10**9, max_lines=37)
+    assert n == 37 and _read(tmp_path / "shard.txt.gz") == lines[:37]
+    xz = shard.gzip_to_xz(tmp_path / "shard.txt.gz")
+    assert xz.name == "shard.txt.xz" and not (tmp_path / "shard.txt.gz").exists()
+    with lzma.open(xz, "rt", encoding="utf-8") as f:
+        assert f.read().splitlines() == lines[:37]
