@@ -306,3 +306,27 @@ def test_case_ids():
         CASE_LOWER, CASE_UPPER, CASE_TITLE, CASE_DIGIT, CASE_PUNCT, CASE_OTHER, CASE_OTHER,
     ]
     assert case_ids_for(nlp.make_doc("")).shape == (0,)
+
+
+def test_vector_rows_found_on_a_gpu_come_back_as_numpy():
+    """With `spacy train --gpu-id 0` Vectors.find returns a cupy array, which
+    numpy.asarray refuses (seen on an H200, metrics/2026-12-04/gpu_spacy_train.log)."""
+    from spacy_ldnet.embed.featurize import find_rows
+
+    class DeviceArray:  # what cupy does: no implicit conversion, .get() copies to the host
+        def __init__(self, data):
+            self.data = numpy.asarray(data)
+
+        def __array__(self, *args, **kwargs):
+            raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()`")
+
+        def get(self):
+            return self.data
+
+    class DeviceVectors:
+        def find(self, *, keys):
+            return DeviceArray([7 if k == 11 else -1 for k in keys])
+
+    rows = find_rows(DeviceVectors(), [11, 12, 11])
+    assert isinstance(rows, numpy.ndarray) and rows.dtype == numpy.int64
+    assert rows.tolist() == [7, -1, 7]

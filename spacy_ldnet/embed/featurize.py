@@ -90,6 +90,15 @@ def char_ids_for(text: str, n_chars: int) -> numpy.ndarray:
     return numpy.where(cps < n_direct, cps + 1, n_direct + 1 + cps % HASH_BUCKETS)
 
 
+def find_rows(vectors, keys) -> numpy.ndarray:
+    """``vectors.find(keys=keys)`` as a numpy int64 array of shape (len(keys),) (-1: no row).
+
+    With ``spacy train --gpu-id N`` the table lives on the GPU and ``find``
+    returns a cupy array, which numpy refuses to convert implicitly."""
+    rows = vectors.find(keys=keys)
+    return numpy.asarray(rows.get() if hasattr(rows, "get") else rows, dtype="int64")
+
+
 def featurize(
     docs: Sequence[Doc],
     segments: Segments,
@@ -124,7 +133,7 @@ def featurize(
             lower_cache[i] = doc.to_array([LOWER]).astype("uint64").reshape(-1)
         keys = lower_cache[i][start:end]
         if has_vectors:
-            rows = numpy.asarray(vectors.find(keys=keys), dtype="int64")
+            rows = find_rows(vectors, keys)
             word_rows[s, : end - start] = rows
             beyond = rows >= n_word_rows
             if beyond.any():

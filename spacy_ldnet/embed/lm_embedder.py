@@ -30,7 +30,7 @@ from thinc.types import Floats2d
 
 from ..thinc_utils import convert_padded_outputs
 from .embedder import char_word_module, char_word_torch_args, char_word_torch_kwargs, embed_forward, fill_word_table
-from .featurize import Segments
+from .featurize import Segments, find_rows
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
 
 DIRECTIONS = ("forward", "backward")
@@ -261,7 +261,7 @@ def check_open_vocab_vectors(model: Model, vocab, n_words: int = 2000, min_cosin
         encoder = lm.forward_lm if direction == "forward" else lm.backward_lm
         table = encoder.embedding.weight.detach().cpu().numpy()
         words = model.attrs[f"lm_vocab_{direction}"][4 : 4 + n_words]
-        rows = numpy.asarray(vocab.vectors.find(keys=[get_string_id(w.lower()) for w in words]), dtype="int64")
+        rows = find_rows(vocab.vectors, [get_string_id(w.lower()) for w in words])
         found = rows >= 0
         cos = []
         if found.any():
