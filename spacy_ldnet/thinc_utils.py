@@ -2,9 +2,19 @@
 import contextlib
 from typing import Dict, Iterator
 
+import numpy
 import torch
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats3d
+
+
+def to_host(array) -> numpy.ndarray:
+    """``array`` as a numpy array on the host, copying a cupy array (``.get()``) off the GPU.
+
+    With ``spacy train --gpu-id N`` thinc keeps the vectors table, ``Vectors.find``
+    results and model outputs on the GPU as cupy arrays, which ``numpy.asarray``
+    refuses to convert implicitly. A numpy array is returned as it is."""
+    return numpy.asarray(array.get() if hasattr(array, "get") else array)
 
 
 def convert_padded_outputs(model: Model, inputs_outputs, is_train: bool):

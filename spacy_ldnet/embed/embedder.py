@@ -21,7 +21,7 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d
 
-from ..thinc_utils import convert_padded_outputs
+from ..thinc_utils import convert_padded_outputs, to_host
 
 from .featurize import CharWordFeatures, Segments, featurize
 from .modules import CharWordEmbedder
@@ -175,8 +175,7 @@ def fill_word_table(model: Model, X: Optional[List[Doc]], module: CharWordEmbedd
             f"The vectors table has width {vocab.vectors.shape[1]} but the embedder's word_width is "
             f"{width}. Fix: set word_width = {vocab.vectors.shape[1]} in the embedder's config."
         )
-    data = vocab.vectors.data
-    data = data.get() if hasattr(data, "get") else numpy.asarray(data)
+    data = to_host(vocab.vectors.data)
     n = min(module.words.n_rows, data.shape[0])
     with torch.no_grad():
         module.words.weight[:n] = torch.from_numpy(numpy.ascontiguousarray(data[:n], dtype="float32"))

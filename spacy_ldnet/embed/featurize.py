@@ -11,6 +11,7 @@ from spacy.attrs import IS_DIGIT, IS_LOWER, IS_PUNCT, IS_TITLE, IS_UPPER, LOWER
 from spacy.tokens import Doc
 
 from ..sequences import sequence_spans
+from ..thinc_utils import to_host
 
 
 @dataclass
@@ -95,8 +96,7 @@ def find_rows(vectors, keys) -> numpy.ndarray:
 
     With ``spacy train --gpu-id N`` the table lives on the GPU and ``find``
     returns a cupy array, which numpy refuses to convert implicitly."""
-    rows = vectors.find(keys=keys)
-    return numpy.asarray(rows.get() if hasattr(rows, "get") else rows, dtype="int64")
+    return to_host(vectors.find(keys=keys)).astype("int64", copy=False)
 
 
 def featurize(
@@ -138,8 +138,7 @@ def featurize(
             beyond = rows >= n_word_rows
             if beyond.any():
                 if data is None:
-                    data = vectors.data
-                    data = data.get() if hasattr(data, "get") else data  # cupy -> numpy
+                    data = to_host(vectors.data)
                 frozen[s, : end - start][beyond] = data[rows[beyond]]
         if with_case:
             if i not in case_cache:

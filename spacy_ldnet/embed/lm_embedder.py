@@ -28,7 +28,7 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, xp2torch
 from thinc.types import Floats2d
 
-from ..thinc_utils import convert_padded_outputs
+from ..thinc_utils import convert_padded_outputs, to_host
 from .embedder import char_word_module, char_word_torch_args, char_word_torch_kwargs, embed_forward, fill_word_table
 from .featurize import Segments, find_rows
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
@@ -254,8 +254,7 @@ def check_open_vocab_vectors(model: Model, vocab, n_words: int = 2000, min_cosin
     Raises: ValueError when fewer than half of them are found or their median
     cosine similarity is below ``min_cosine``; the message names the fix.
     """
-    data = vocab.vectors.data
-    data = data.get() if hasattr(data, "get") else numpy.asarray(data)
+    data = to_host(vocab.vectors.data)
     lm = get_lm_module(model)
     for direction in DIRECTIONS:
         encoder = lm.forward_lm if direction == "forward" else lm.backward_lm
@@ -423,8 +422,7 @@ def open_vocab_inputs(
     vectors = numpy.zeros((S, T, E), dtype="float32")
     need = masks[0][:, 1:] | masks[1][:, :-1]  # (S, T)
     if need.any():
-        data = docs[0].vocab.vectors.data
-        data = data.get() if hasattr(data, "get") else data  # cupy -> numpy
+        data = to_host(docs[0].vocab.vectors.data)
         vectors[need] = data[word_rows[need]]
     return vectors, masks[0], masks[1]
 

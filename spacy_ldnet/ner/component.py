@@ -28,7 +28,7 @@ from thinc.api import Model
 from thinc.types import Floats2d
 
 from ..embed.featurize import Segments
-from ..thinc_utils import use_torch_params
+from ..thinc_utils import to_host, use_torch_params
 from ..torch_utils import limit_heap_growth
 from .model import build_head, get_head, has_head
 from .tags import allowed_transitions, biluo_tag_names
@@ -404,7 +404,7 @@ class LDNetNER(TrainablePipe):
         T, K = max(lengths), seqs[0].shape[1]
         E = numpy.zeros((len(seqs), T, K), dtype="float32")
         for row, s in enumerate(seqs):
-            E[row, : len(s)] = s.get() if hasattr(s, "get") else s
+            E[row, : len(s)] = to_host(s)
         mask = numpy.arange(T)[None, :] < numpy.asarray(lengths)[:, None]
         Et = torch.from_numpy(E).to(device).requires_grad_(requires_grad)
         return Et, torch.from_numpy(mask).to(device)

@@ -35,6 +35,7 @@ from spacy.training import Example
 from thinc.api import set_dropout_rate
 
 from ..ner.model import get_head
+from ..thinc_utils import to_host
 
 
 class CRFTeacher:
@@ -65,8 +66,7 @@ class CRFTeacher:
                 else:
                     scores = pipe.model.predict(docs)
                 for eg, s in zip(chunk, scores):
-                    s = s.get() if hasattr(s, "get") else s
-                    self._scores[id(eg)] = numpy.asarray(s, dtype="float32").copy()
+                    self._scores[id(eg)] = to_host(s).astype("float32", copy=True)
 
     def __len__(self) -> int:
         return len(self._scores)
