@@ -18,6 +18,8 @@ def test_an_xz_input_is_decompressed_once_and_plain_or_gzip_inputs_are_used_as_t
     (data / "wiki_valid.tok.txt.gz").write_bytes(b"\x1f\x8b")
     shard = gpu.find_input(data, "wiki_shard.tok.txt", work)
     assert shard == work / "wiki_shard.tok.txt" and shard.read_text(encoding="utf-8") == "a b c\nd e\n"
+    shard.write_text("kept\n", encoding="utf-8")  # newer than the .xz: a second call must not decompress again
+    assert gpu.find_input(data, "wiki_shard.tok.txt", work).read_text(encoding="utf-8") == "kept\n"
     assert gpu.find_input(data, "wiki_valid.tok.txt", work) == data / "wiki_valid.tok.txt.gz"
     with pytest.raises(SystemExit, match="lm_shard.py"):
         gpu.find_input(data, "glove_vocab30k.50d.txt", work)
