@@ -26,6 +26,30 @@ def native_cpu_lstm() -> Iterator[None]:
         torch.backends.mkldnn.enabled = prev
 
 
+def run_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> torch.nn.utils.rnn.PackedSequence:
+    """Run ``lstm`` over a packed batch and return its packed outputs.
+
+    On a GPU the weights are first compacted into cuDNN's single buffer
+    (``flatten_parameters``): thinc's optimizer gives every parameter new
+    storage after each step (``PyTorchShim.finish_update`` assigns
+    ``param.data``), after which cuDNN copied the weights on every call and torch
+    warned "RNN module weights are not part of single contiguous chunk of
+    memory" (seen in ``spacy train --gpu-id 0``, metrics/2026-12-04/gpu_spacy_train.log).
+    On a CPU ``flatten_parameters`` does nothing and the LSTM runs under
+    :func:`native_cpu_lstm`.
+
+    Args:
+        lstm: a ``batch_first`` ``nn.LSTM``.
+        packed: a ``PackedSequence`` of its inputs, (N, input_size) rows.
+    Returns:
+        The packed outputs, (N, num_directions * hidden_size) rows.
+    """
+    lstm.flatten_parameters()
+    with native_cpu_lstm():
+        out, _ = lstm(packed)
+    return out
+
+
 _HEAP_LIMITED = False
 
 

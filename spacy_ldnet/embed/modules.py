@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from ..torch_utils import native_cpu_lstm
+from ..torch_utils import run_lstm
 
 
 
@@ -60,8 +60,7 @@ class CharBiLSTM(nn.Module):
         ids = pack_padded_sequence(char_ids, char_lengths.cpu(), batch_first=True, enforce_sorted=False)
         emb = self.dropout(self.embed(ids.data))  # (N_chars, char_dim), time-major packed order
         packed = PackedSequence(emb, ids.batch_sizes, ids.sorted_indices, ids.unsorted_indices)
-        with native_cpu_lstm():
-            out, _ = self.lstm(packed)  # out.data: (N_chars, 2H)
+        out = run_lstm(self.lstm, packed)  # out.data: (N_chars, 2H)
         # Row of (sequence s, character c) in the packed data: the rows of time
         # step c start at offsets[c]; s sits at its rank in the length-sorted order.
         batch_sizes = ids.batch_sizes  # (C,) on CPU

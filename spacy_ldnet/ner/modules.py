@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..torch_utils import native_cpu_lstm
+from ..torch_utils import run_lstm
 
 
 from .crf import ConditionalRandomField
@@ -65,8 +65,7 @@ class BiLSTMCRFHead(nn.Module):
         """
         packed = pack_padded_sequence(X, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed = PackedSequence(self._drop(packed.data, packed), packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
-        with native_cpu_lstm():
-            H, _ = self.lstm(packed)  # H.data: (N_tokens, 2*hidden)
+        H = run_lstm(self.lstm, packed)  # H.data: (N_tokens, 2*hidden)
         # Emission scores on the packed rows, then pad only the (.., num_tags) result.
         E = PackedSequence(self.emission(self._drop(H.data, H)), H.batch_sizes, H.sorted_indices, H.unsorted_indices)
         E, _ = pad_packed_sequence(E, batch_first=True, total_length=X.shape[1])  # (S, T, num_tags)
