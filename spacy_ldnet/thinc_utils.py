@@ -4,7 +4,7 @@ from typing import Dict, Iterator
 
 import numpy
 import torch
-from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
 from thinc.types import Floats3d
 
 
@@ -15,6 +15,16 @@ def to_host(array) -> numpy.ndarray:
     results and model outputs on the GPU as cupy arrays, which ``numpy.asarray``
     refuses to convert implicitly. A numpy array is returned as it is."""
     return numpy.asarray(array.get() if hasattr(array, "get") else array)
+
+
+def wrap_torch(module: torch.nn.Module, *, convert_inputs, convert_outputs, mixed_precision: bool = False) -> Model:
+    """Wrap a torch module as a thinc layer (``PyTorchWrapper_v2``).
+
+    Every torch module of the package is wrapped here, so they all share one
+    way of saving and loading their weights."""
+    return PyTorchWrapper_v2(
+        module, convert_inputs=convert_inputs, convert_outputs=convert_outputs, mixed_precision=mixed_precision
+    )
 
 
 def convert_padded_outputs(model: Model, inputs_outputs, is_train: bool):

@@ -18,10 +18,10 @@ import numpy
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d
 
-from ..thinc_utils import convert_padded_outputs, to_host
+from ..thinc_utils import convert_padded_outputs, to_host, wrap_torch
 
 from .featurize import CharWordFeatures, Segments, featurize
 from .modules import CharWordEmbedder
@@ -99,7 +99,7 @@ def build_char_word_embedder_v2(
         word_dropout=word_dropout,
         case_width=case_width,
     )
-    wrapped = PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
+    wrapped = wrap_torch(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
     return Model(
         "ldnet_char_word_embedder",
         _forward,

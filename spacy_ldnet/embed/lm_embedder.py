@@ -25,10 +25,10 @@ from spacy.attrs import LOWER, ORTH
 from spacy.strings import get_string_id
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, xp2torch
+from thinc.api import ArgsKwargs, Model, xp2torch
 from thinc.types import Floats2d
 
-from ..thinc_utils import convert_padded_outputs, to_host
+from ..thinc_utils import convert_padded_outputs, to_host, wrap_torch
 from .embedder import char_word_module, char_word_torch_args, char_word_torch_kwargs, embed_forward, fill_word_table
 from .featurize import Segments, find_rows
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
@@ -191,7 +191,7 @@ def build_lm_embedder_v3(
         cache_lm_tokens,
     )
     module = LDNetEmbedder(char_word, lm)
-    wrapped = PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
+    wrapped = wrap_torch(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
     return Model(
         "ldnet_lm_embedder",
         _forward,

@@ -18,10 +18,10 @@ import numpy
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d
 
-from ..thinc_utils import convert_padded_outputs
+from ..thinc_utils import convert_padded_outputs, wrap_torch
 
 from ..embed.featurize import Segments
 from .modules import BiLSTMCRFHead
@@ -129,7 +129,7 @@ def build_head(model: Model, input_width: int, constraint_mask: numpy.ndarray) -
         num_layers=model.attrs["num_layers"],
         locked_dropout=model.attrs.get("locked_dropout", False),
     )
-    wrapped = PyTorchWrapper_v2(
+    wrapped = wrap_torch(
         module,
         convert_inputs=_convert_inputs,
         convert_outputs=convert_padded_outputs,
