@@ -27,6 +27,15 @@ def wrap_torch(module: torch.nn.Module, *, convert_inputs, convert_outputs, mixe
     )
 
 
+def torch_module(layer: Model) -> torch.nn.Module:
+    """The torch module wrapped by ``layer`` (a :func:`wrap_torch` layer).
+
+    Raises: ValueError if ``layer`` wraps no torch module."""
+    if not layer.shims:
+        raise ValueError(f"Layer {layer.name!r} wraps no torch module.")
+    return layer.shims[0]._model
+
+
 def convert_padded_outputs(model: Model, inputs_outputs, is_train: bool):
     """``PyTorchWrapper_v2`` output converter for one padded (S, T, D) tensor.
 
