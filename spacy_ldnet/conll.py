@@ -142,8 +142,9 @@ def decode_conll_bytes(data: bytes, source: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
+        text = data.split(b"\n")[line - 1].decode("utf-8", "backslashreplace").strip()
         raise ConllError(
-            f"{source}:{line}: bytes {data[e.start:e.end + 3]!r} are not UTF-8. "
+            f"{source}:{line}: {data[e.start:e.end]!r} in {text!r} is not UTF-8. "
             f"Fix: re-encode the file, e.g. iconv -f LATIN1 -t UTF-8 {source} > {source}.utf8 "
             f"(name its actual encoding after -f)."
         ) from None

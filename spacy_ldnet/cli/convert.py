@@ -201,21 +201,21 @@ def convert_conll(
             input, with ``file:line``.
         OSError: the output could not be written.
     """
-    import spacy
-    from spacy.tokens import DocBin
-
     input_path, output_dir = Path(input_path), Path(output_dir)
     _check_options(name, n_sents, spans_key, holdout_every, holdout_name, scheme)
     stem = name or input_path.stem
     if holdout_every and holdout_name == stem:
         raise ValueError(f"The hold-out name {holdout_name!r} equals the output name; choose another --holdout-name.")
     _check_output_dir(output_dir, [stem] + ([holdout_name] if holdout_every else []))
+    conll = read_conll(input_path, tag_column=tag_column, scheme=scheme)
+    parts, how = _parts(conll, stem, n_sents or DEFAULT_N_SENTS, spans_key, holdout_every, holdout_name)
+    import spacy  # after the checks: they need no spaCy, and fail fast
+    from spacy.tokens import DocBin
+
     try:
         vocab = spacy.blank(lang).vocab
     except ImportError:
         raise ValueError(f"--lang {lang!r} is not a spaCy language code. Fix: e.g. --lang en.") from None
-    conll = read_conll(input_path, tag_column=tag_column, scheme=scheme)
-    parts, how = _parts(conll, stem, n_sents or DEFAULT_N_SENTS, spans_key, holdout_every, holdout_name)
     if n_sents and conll.has_docstart and spans_key is None:
         how += f"; --n-sents {n_sents} not used"
     blobs, outputs = [], []
@@ -260,8 +260,8 @@ def convert_conll_cli(
     output_dir: Path = typer.Argument(..., help="Folder for the .spacy file"),
     name: str = typer.Option("", "--name", "-n", help="Output file stem (default: input stem)"),
     n_sents: Optional[int] = typer.Option(
-        None, "--n-sents", help=f"Sentences per doc when the file has no -DOCSTART- lines (default "
-        f"{DEFAULT_N_SENTS}; with --spans-key always 1); files with -DOCSTART- lines are split there"
+        None, "--n-sents", help=f"Sentences per doc for a file without -DOCSTART- lines (default "
+        f"{DEFAULT_N_SENTS}; with --spans-key always 1); a file with them is split into docs there"
     ),
     lang: str = typer.Option("en", "--lang", help="spaCy language code of the vocab"),
     spans_key: Optional[str] = typer.Option(
