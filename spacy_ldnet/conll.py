@@ -106,7 +106,9 @@ def normalise_scheme(scheme: str) -> str:
     if name == "AUTO":
         return "auto"
     if name not in PREFIXES:
-        raise ValueError(f"--scheme {scheme!r}: unknown tag scheme. Fix: use one of auto, IOB1, IOB2, IOBES (BIOES), BILUO.")
+        raise ValueError(
+            f"--scheme {scheme!r}: unknown tag scheme. Fix: use one of auto, IOB1, IOB2, IOBES (BIOES), BILUO."
+        )
     return name
 
 

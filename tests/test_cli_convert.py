@@ -94,6 +94,12 @@ def test_convert_conll_iob1_and_docstart(tmp_path):
     )
 
 
+def test_n_sents_is_not_used_for_a_file_with_docstart(tmp_path):
+    result = convert_conll(_write(tmp_path, CONLL), tmp_path / "out", n_sents=1)
+    assert result.doc_split == "docs split at the file's -DOCSTART- lines; --n-sents 1 not used"
+    assert [(o.docs, o.sentences) for o in result.outputs] == [(2, 4)]
+
+
 def test_convert_without_docstart_groups_sentences(tmp_path):
     sentences = [b.strip("\n") for b in CONLL.split("\n\n") if b.strip() and not b.startswith("-DOCSTART-")]
     assert len(sentences) == 4

@@ -173,7 +173,10 @@ def test_no_token_rows_is_an_error(tmp_path, text):
 @pytest.mark.parametrize("data, message", [
     ("a O\nb B-LOC\n".encode("utf-16"), "is UTF-16 text.*iconv -f UTF-16 -t UTF-8"),
     ("a O\nb B-LOC\n".encode("utf-16-le"), "is UTF-16 text.*iconv -f UTF-16 -t UTF-8"),
-    ("a O\nb B-LOC\nM\u00fcller I-PER\n".encode("latin-1"), r":3: b'\\xfc' in 'M\\\\xfcller I-PER' is not UTF-8.*iconv -f LATIN1"),
+    (
+        "a O\nb B-LOC\nM\u00fcller I-PER\n".encode("latin-1"),
+        r":3: b'\\xfc' in 'M\\\\xfcller I-PER' is not UTF-8.*iconv -f LATIN1",
+    ),
     (gzip.compress(b"a O\n"), "is gzip-compressed.*gunzip"),
     (b"a O\n\x7fELF\x02\x01\x00\x00\x00\x00\x00\x00\x00", r":2: a NUL byte; this is a binary file"),
 ])
