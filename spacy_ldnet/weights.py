@@ -116,22 +116,26 @@ def deserialize_module(module: torch.nn.Module, data: bytes, device: torch.devic
 
 def state_dict_from_bytes(data: bytes, *, source: str) -> Dict[str, torch.Tensor]:
     """The tensors of a safetensors buffer or a legacy ``torch.save`` zip archive,
-    told apart by their first bytes. ``source`` names the weights in errors.
+    told apart by their first bytes: a zip starts with ``PK\\x03\\x04``, a
+    safetensors buffer with an 8-byte header length followed by ``{``.
+    ``source`` names the weights in errors.
 
     Raises: WeightsError, UnsafeWeightsError (see :func:`deserialize_module`)."""
-    if data[:2] == b"PK":
+    if data[:4] == b"PK\x03\x04" and data[8:9] != b"{":
         return read_torch_zip(data, source=source)
-    if data[:1] == b"\x80":
-        raise UnsafeWeightsError(
-            f"{source} are a bare pickle (torch.save of torch < 1.6), which is not read: unpickling it "
-            f"could run code. {SAFETENSORS_FIX}"
-        )
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     try:
         return load(data)
     except (SafetensorError, ValueError, OverflowError) as e:
+        # A safetensors buffer may start with any byte (its header length), so a
+        # pickle is only recognised once the buffer failed to parse.
+        if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            raise UnsafeWeightsError(
+                f"{source} are a bare pickle (torch.save of torch < 1.6), which is not read: unpickling it "
+                f"could run code. {SAFETENSORS_FIX}"
+            ) from None
         raise WeightsError(
             f"{source} ({len(data)} bytes) are not a valid safetensors buffer ({e}): the file is truncated "
             f"or corrupt. {SAFETENSORS_FIX}"
@@ -384,7 +388,7 @@ class _StateDictUnpickler:
             return self.rebuild_tensor(*args[:6], pos=pos)
         if func == _REBUILD_PARAMETER and len(args) == 3 and isinstance(args[0], torch.Tensor):
             return args[0]
-        self.refuse(f"a call of {func!r} with {len(args)} arguments", pos)
+        self.refuse(f"a call of {func.module}.{func.name} with {len(args)} arguments", pos)
 
     def rebuild_tensor(self, storage, offset, size, stride, requires_grad, hooks, *, pos) -> torch.Tensor:
         ints = lambda t: isinstance(t, tuple) and all(isinstance(i, int) and i >= 0 for i in t)  # noqa: E731
