@@ -250,7 +250,7 @@ FOUR_FLOATS = torch.arange(4, dtype=torch.float32).numpy().tobytes()
         (lambda tmp: collections.Counter(a=1), "the global collections.Counter"),
         (lambda tmp: Marker(tmp / "marker"), "the global __builtin__.exec"),
         (lambda tmp: {"w": Call(collections.OrderedDict, "x")}, "a call of collections.OrderedDict with 1 arguments"),
-        (lambda tmp: {"w": Call(torch._utils._rebuild_parameter, 1, 2, 3)}, "a call of torch._utils._rebuild_parameter"),
+        (lambda tmp: {"w": Call(torch._utils._rebuild_parameter, 1, 2, 3)}, "a call of torch._utils._rebuild_parameter with 3 arguments"),
     ],
     ids=["exec-payload", "function", "list", "float", "other-class", "bare-payload", "dict-args", "parameter-args"],
 )
