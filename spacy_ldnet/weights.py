@@ -58,6 +58,8 @@ class _Global:
     name: str
 
 
+#: data.pkl of a state_dict holds names, sizes and strides only (the tensor data is beside it)
+_MAX_PICKLE_BYTES = 64 * 2**20
 _ORDERED_DICT = _Global("collections", "OrderedDict")
 _REBUILD_TENSOR = _Global("torch._utils", "_rebuild_tensor_v2")
 _REBUILD_PARAMETER = _Global("torch._utils", "_rebuild_parameter")
@@ -201,14 +203,23 @@ def read_torch_zip(data: bytes, *, source: str = "the weights") -> Dict[str, tor
         byteorder = "little"
         if prefix + "byteorder" in archive.namelist():
             byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        if archive.getinfo(pickles[0]).file_size > _MAX_PICKLE_BYTES:
+            raise WeightsError(
+                f"{source}: {pickles[0]} declares {archive.getinfo(pickles[0]).file_size} bytes, more than a "
+                f"state_dict's pickle ({_MAX_PICKLE_BYTES}); the file is corrupt. {SAFETENSORS_FIX}"
+            )
         storages = _StorageReader(archive, prefix, byteorder, source)
         state = _StateDictUnpickler(archive.read(pickles[0]), storages.load, source).run()
     except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, zlib.error) as e:
         raise WeightsError(f"{source} are a truncated or corrupt zip archive ({e}). {SAFETENSORS_FIX}") from e
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
+    if not isinstance(state, dict):
         raise WeightsError(f"{source} hold a {type(state).__name__}, not a dict of named tensors. {SAFETENSORS_FIX}")
+    for key, value in state.items():
+        if not (isinstance(key, str) and isinstance(value, torch.Tensor)):
+            raise WeightsError(
+                f"{source} hold the entry {key!r}: a {type(value).__name__}, not a tensor, so they are not a "
+                f"state_dict. {SAFETENSORS_FIX}"
+            )
     return dict(state)
 
 
@@ -226,7 +237,10 @@ class _StorageReader:
         dtype, np_dtype = _STORAGE_DTYPES[storage_class]
         if key in self.loaded:
             if self.loaded[key].dtype != dtype:
-                raise WeightsError(f"{self.source}: storage {key!r} is read both as {self.loaded[key].dtype} and {dtype}.")
+                raise WeightsError(
+                    f"{self.source}: storage {key!r} is read both as {self.loaded[key].dtype} and {dtype}; "
+                    f"the file is corrupt."
+                )
             return self.loaded[key]
         member = f"{self.prefix}data/{key}"
         try:

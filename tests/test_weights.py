@@ -250,7 +250,10 @@ FOUR_FLOATS = torch.arange(4, dtype=torch.float32).numpy().tobytes()
         (lambda tmp: collections.Counter(a=1), "the global collections.Counter"),
         (lambda tmp: Marker(tmp / "marker"), "the global __builtin__.exec"),
         (lambda tmp: {"w": Call(collections.OrderedDict, "x")}, "a call of collections.OrderedDict with 1 arguments"),
-        (lambda tmp: {"w": Call(torch._utils._rebuild_parameter, 1, 2, 3)}, "a call of torch._utils._rebuild_parameter with 3 arguments"),
+        (
+            lambda tmp: {"w": Call(torch._utils._rebuild_parameter, 1, 2, 3)},
+            "a call of torch._utils._rebuild_parameter with 3 arguments",
+        ),
     ],
     ids=["exec-payload", "function", "list", "float", "other-class", "bare-payload", "dict-args", "parameter-args"],
 )
@@ -276,12 +279,13 @@ def test_crafted_archive_reads_when_consistent():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda S: {"w": Rebuild(S("0", 4), 2, (3,), (1,))}, r"stride \(1,\) at offset 2 reaches element 4 of a storage of 4"),
-        (lambda S: {"w": Rebuild(S("0", 5), 0, (4,), (1,))}, r"data/0 holds 16 bytes, but its FloatStorage of 5 elements needs 20"),
+        (lambda S: {"w": Rebuild(S("0", 4), 2, (3,), (1,))}, r"offset 2 reaches element 4 of a storage of 4"),
+        (lambda S: {"w": Rebuild(S("0", 5), 0, (4,), (1,))}, r"holds 16 bytes, but its FloatStorage of 5 elements"),
         (lambda S: {"w": Rebuild(S("1", 4), 0, (4,), (1,))}, r"no archive/data/1 for storage '1'"),
         (lambda S: 7, r"hold a int, not a dict of named tensors"),
+        (lambda S: {"w": Rebuild(S("0", 4), 0, (4,), (1,)), "step": 3}, r"the entry 'step': a int, not a tensor"),
     ],
-    ids=["out-of-bounds", "short-storage", "missing-storage", "not-a-dict"],
+    ids=["out-of-bounds", "short-storage", "missing-storage", "not-a-dict", "not-a-tensor"],
 )
 def test_legacy_reader_rejects_inconsistent_archives(make, message):
     with pytest.raises(WeightsError, match=message):
@@ -372,7 +376,8 @@ def test_spacy_load_refuses_a_pickle_payload_without_running_it(saved_pipeline, 
     assert marker.read_text() == "ran"
     marker.unlink()
     path = copy_with_states(saved_pipeline, tmp_path / "crafted", lambda state: payload)
-    with pytest.raises(ValueError, match=r"ldnet_ner/model: .*not a plain weights file.*__builtin__\.exec.*could run code"):
+    refused = r"ldnet_ner/model: .*not a plain weights file.*__builtin__\.exec.*could run code"
+    with pytest.raises(ValueError, match=refused):
         spacy.load(path)
     assert not marker.exists()
 
