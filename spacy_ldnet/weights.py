@@ -264,9 +264,6 @@ class _StorageReader:
         return flat
 
 
-_MARK = object()
-
-
 class _StateDictUnpickler:
     """Evaluates the :func:`pickletools.genops` tokens of a ``state_dict`` pickle.
 
@@ -280,6 +277,7 @@ class _StateDictUnpickler:
     def __init__(self, pickled: bytes, load_storage: Callable, source: str):
         self.pickled, self.load_storage, self.source = pickled, load_storage, source
         self.stack: List = []
+        self.marks: List[int] = []  # stack heights at each open MARK
         self.memo: Dict[int, object] = {}
         self._dicts: Dict[int, dict] = {}  # the dicts this machine made (the only ones it fills), by id
 
@@ -301,21 +299,20 @@ class _StateDictUnpickler:
             raise WeightsError(f"{self.source}: data.pkl is truncated or corrupt ({e}). {SAFETENSORS_FIX}") from e
         raise WeightsError(f"{self.source}: data.pkl ends without STOP; the file is truncated. {SAFETENSORS_FIX}")
 
-    def pop(self):
-        if not self.stack or self.stack[-1] is _MARK:
-            raise WeightsError(f"{self.source}: data.pkl pops an empty stack; the file is corrupt.")
-        return self.stack.pop()
-
     def top(self):
-        if not self.stack or self.stack[-1] is _MARK:
-            raise WeightsError(f"{self.source}: data.pkl reads an empty stack; the file is corrupt.")
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise WeightsError(f"{self.source}: data.pkl reads past the top of its stack; the file is corrupt.")
         return self.stack[-1]
 
+    def pop(self):
+        self.top()
+        return self.stack.pop()
+
     def pop_to_mark(self) -> list:
-        if _MARK not in self.stack:
+        if not self.marks:
             raise WeightsError(f"{self.source}: data.pkl closes a MARK it never opened; the file is corrupt.")
-        at = len(self.stack) - 1 - self.stack[::-1].index(_MARK)
-        items = self.stack[at + 1 :]
+        at = self.marks.pop()
+        items = self.stack[at:]
         del self.stack[at:]
         return items
 
@@ -333,7 +330,7 @@ class _StateDictUnpickler:
         elif name in self._LITERALS:
             stack.append(arg)
         elif name == "MARK":
-            stack.append(_MARK)
+            self.marks.append(len(stack))
         elif name == "POP":
             self.pop()
         elif name in ("BINPUT", "LONG_BINPUT", "MEMOIZE"):

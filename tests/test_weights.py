@@ -9,6 +9,7 @@ running it.
 import collections
 import io
 import pickle
+import random
 import shutil
 import zipfile
 from pathlib import Path
@@ -408,3 +409,27 @@ def test_spacy_load_names_a_truncated_model_file(saved_pipeline, tmp_path):
     model_file.write_bytes(model_file.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"Could not load the ldnet_ner weights from .*ldnet_ner/model"):
         spacy.load(path)
+
+
+
+def test_legacy_reader_raises_only_weights_errors_on_corrupted_pickles():
+    """Random byte changes in data.pkl either still read or give a WeightsError, never another exception."""
+    data = torch_save_bytes(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LSTM(2, 2)).state_dict())
+    rng = random.Random(0)
+    outcomes = collections.Counter()
+
+    def corrupt(name, raw):
+        if not name.endswith("data.pkl"):
+            return raw
+        raw = bytearray(raw)
+        for _ in range(rng.randint(1, 4)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        return bytes(raw)
+
+    for _ in range(300):
+        try:
+            read_torch_zip(rezip(data, corrupt))
+            outcomes["read"] += 1
+        except WeightsError as e:
+            outcomes[type(e).__name__] += 1
+    assert outcomes["WeightsError"] and outcomes["UnsafeWeightsError"]  # both kinds of refusal were hit
