@@ -4,8 +4,10 @@ from typing import Dict, Iterator
 
 import numpy
 import torch
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
 from thinc.types import Floats3d
+
+from .weights import deserialize_module, serialize_module
 
 
 def to_host(array) -> numpy.ndarray:
@@ -18,12 +20,23 @@ def to_host(array) -> numpy.ndarray:
 
 
 def wrap_torch(module: torch.nn.Module, *, convert_inputs, convert_outputs, mixed_precision: bool = False) -> Model:
-    """Wrap a torch module as a thinc layer (``PyTorchWrapper_v2``).
+    """Wrap a torch module as a thinc layer (``PyTorchWrapper_v3``).
 
     Every torch module of the package is wrapped here, so they all share one
-    way of saving and loading their weights."""
-    return PyTorchWrapper_v2(
-        module, convert_inputs=convert_inputs, convert_outputs=convert_outputs, mixed_precision=mixed_precision
+    way of saving and loading their weights: the module's ``state_dict`` as
+    safetensors bytes (:func:`spacy_ldnet.weights.serialize_module`), never a
+    pickle. Loading also reads the ``torch.save`` archives of pipelines saved
+    by earlier versions, without unpickling them
+    (:func:`spacy_ldnet.weights.deserialize_module`); it raises
+    :class:`spacy_ldnet.weights.WeightsError` (a ``ValueError``) for weights
+    that are corrupt, do not match the module, or could run code."""
+    return PyTorchWrapper_v3(
+        module,
+        convert_inputs=convert_inputs,
+        convert_outputs=convert_outputs,
+        mixed_precision=mixed_precision,
+        serialize_model=serialize_module,
+        deserialize_model=deserialize_module,
     )
 
 
