@@ -21,17 +21,30 @@ def cut_lms_command(
     config_out: Optional[Path] = typer.Option(None, "--config-out", help="Where to write that config."),
 ) -> None:
     """Write LM checkpoints cut to a layer selection (and a training config that fits them)."""
+    from ..prune import PruneError
+    from ..prune.layers import check_out_dir, selection_from_options
+
     if not (lm_dir / "forward").is_dir() or not (lm_dir / "backward").is_dir():
         fail(f"LM_DIR {lm_dir} has no forward/ and backward/ checkpoints. Fix: pass a folder written by spacy-ldnet pretrain-lm, e.g. lms/ldnet.")
     if (config is None) != (config_out is None):
         fail("--config and --config-out go together. Fix: give both (the config to copy and where to write it) or neither.")
+    if config is not None and not config.is_file():
+        fail(f"--config {config} not found. Fix: pass a training config such as configs/conll03_ldnet.cfg.")
     if config is not None and config_out.resolve() == config.resolve():
         fail(f"--config-out {config_out} is --config: the copy would overwrite it. Fix: pass another --config-out.")
-    from ..prune.locate import PruneError
-    from ..prune.surgery import cut_lm_pair, retrain_config, selection_from_options, write_retrain_config
+    try:
+        check_out_dir(lm_dir, out_dir)
+        keep = selection_from_options(forward, backward, selection)
+    except PruneError as e:
+        fail(str(e))
+    _cut(lm_dir, out_dir, keep, config, config_out)
+
+
+def _cut(lm_dir: Path, out_dir: Path, keep, config: Optional[Path], config_out: Optional[Path]) -> None:
+    from ..prune import PruneError
+    from ..prune.surgery import cut_lm_pair, retrain_config, write_retrain_config
 
     try:
-        keep = selection_from_options(forward, backward, selection)
         new_config = retrain_config(config, out_dir, keep) if config is not None else None
         cut_lm_pair(lm_dir, out_dir, keep, log=typer.echo)
     except PruneError as e:

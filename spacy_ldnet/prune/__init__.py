@@ -9,4 +9,12 @@
 * :mod:`~spacy_ldnet.prune.report`: ``prune.json``, the mask plot, machine info
 * :mod:`~spacy_ldnet.prune.workflow`: the steps of ``spacy-ldnet prune``
 * :mod:`~spacy_ldnet.prune.locate`: the LM component, its config block, the dev score
+* :mod:`~spacy_ldnet.prune.layers`: layer lists given by hand or by a ``prune.json``
+
+Importing this package (and :mod:`~spacy_ldnet.prune.layers`) loads neither
+spaCy nor torch, so the command line checks its arguments at once.
 """
+
+
+class PruneError(ValueError):
+    """Layer selection or pruning cannot go on; the message names the problem and the fix."""

@@ -9,14 +9,11 @@ from spacy.training import Example
 from ..embed.lm_embedder import find_lm_embedder, get_lm_module
 from ..embed.lm_modules import LMFeatures
 from ..thinc_utils import torch_module
+from . import PruneError
 
 LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
 #: Every version of the LM embedder whose config block pruning rewrites.
 LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2", "spacy_ldnet.LMEmbedder.v3")
-
-
-class PruneError(ValueError):
-    """Layer selection or pruning cannot go on; the message names the problem and the fix."""
 
 
 def find_lm_pipe(nlp: Language) -> Tuple[str, Any]:

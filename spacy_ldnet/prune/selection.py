@@ -150,7 +150,7 @@ def _mask_record(lm: LMFeatures, step: int, penalty: float, loss: float) -> Dict
 def _evaluate(run: ResumableRun, lm: LMFeatures, settings: PruneSettings, **marks: Any) -> None:
     n_layers = count_nonzero_layers(lm.layer_masks())
     within = n_layers <= settings.lambda1
-    note = f"layers in use {n_layers:2d} ({'within' if within else 'over'} budget {settings.lambda1:g})"
+    note = f"layers in use {n_layers:2d} ({'within' if within else 'over'} budget {settings.lambda1:g}{', forced' if marks.get('forced_budget') else ''})"
     run.evaluate(eligible=within, note=note, n_layers=n_layers, within_budget=within, **marks)
 
 
