@@ -192,3 +192,12 @@ def test_an_empty_corpus_is_refused(tmp_path):
     DocBin().to_disk(tmp_path / "empty.spacy")
     with pytest.raises(PruneError, match="empty.spacy holds no documents"):
         read_corpus(tmp_path / "empty.spacy", nlp, gold_preproc=True, option="--train")
+
+
+def test_a_gpu_id_without_a_gpu_is_named_in_one_line(trained, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("cupy is installed: --gpu-id 0 may be usable here")
+    proc = run(trained / "trained", tmp_path / "out", "--train", trained / "data.spacy", "--dev", trained / "data.spacy", "--gpu-id", "0")
+    assert_one_line_error(proc, "--gpu-id 0", "--gpu-id -1")

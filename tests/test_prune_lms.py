@@ -97,3 +97,7 @@ def test_bad_selection_or_config_is_named_in_one_line_and_nothing_is_written(tin
         assert_one_line_error(cut_lms(args[0], tmp_path / "sel", *args[1:]), *needles)
         assert not (tmp_path / "sel").exists() and not (tmp_path / "x.cfg").exists()
     assert_one_line_error(cut_lms(tiny_lm_path, tiny_lm_path, "--backward", "0"), "is LM_DIR", "another OUT_DIR")
+    for direction in ("forward", "backward"):
+        (tmp_path / "empty_lms" / direction).mkdir(parents=True)
+    assert_one_line_error(cut_lms(tmp_path / "empty_lms", tmp_path / "sel", "--backward", "0"), "config.json is missing")
+    assert not (tmp_path / "sel").exists()

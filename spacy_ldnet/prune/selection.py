@@ -86,9 +86,10 @@ def run_layer_selection(
 
     On return the component holds the best state found within the layer
     budget (masks included), its masks fixed again. Evaluations follow
-    :class:`PruneSettings` ``eval_every``; each logs the step, the mean task
-    loss (CRF negative log-likelihood per batch) since the last one, the dev
-    F1 and the layers in use. With ``state_dir`` a resumable state is saved at
+    :class:`PruneSettings` ``eval_every``; each logs the step, the mean
+    training loss per step since the last one (the component's loss as
+    ``update`` reports it, without the regulariser), the dev F1 and the
+    layers in use. With ``state_dir`` a resumable state is saved at
     every evaluation and picked up when the function is called again with the
     same directory (the Adam moments restart).
 
