@@ -1,4 +1,5 @@
-"""project/prune_lms.py: an LM pair cut to a layer selection, for training a tagger on it from scratch."""
+"""``spacy-ldnet cut-lms`` (and project/prune_lms.py, which calls it): an LM pair
+cut to a layer selection, for training a tagger on it from scratch."""
 import json
 import subprocess
 import sys
@@ -11,13 +12,19 @@ from spacy.util import load_config, load_model_from_config
 from spacy_ldnet.lm.checkpoint import load_lm
 
 from conftest import assert_well_formed, make_examples, make_nlp, tiny_model_config
+from test_prune_cli import assert_one_line_error
 from test_lm_embedder import LM_LAYERS, tiny_lm_embedder, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "project" / "prune_lms.py"
+CUT_LMS = [sys.executable, "-m", "spacy_ldnet.cli", "cut-lms"]
 
 
 def run_script(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+
+
+def cut_lms(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([*CUT_LMS, *map(str, args)], capture_output=True, text=True)
 
 
 def test_pruned_pair_equals_masked_full_pair(tiny_lm_path, tmp_path):
@@ -41,11 +48,9 @@ def test_pruned_pair_equals_masked_full_pair(tiny_lm_path, tmp_path):
 
 
 def test_bad_layer_list_is_named(tiny_lm_path, tmp_path):
-    out = run_script(tiny_lm_path, tmp_path / "sel", "--backward", "0,x")
-    assert out.returncode != 0
-    assert "0,x" in out.stderr and "comma-separated" in out.stderr
-    out = run_script(tiny_lm_path, tmp_path / "sel2", "--backward", f"0,{LM_LAYERS}")
-    assert out.returncode != 0 and "--backward" in out.stderr
+    assert_one_line_error(cut_lms(tiny_lm_path, tmp_path / "sel", "--backward", "0,x"), "--backward '0,x'", "comma-separated")
+    out = cut_lms(tiny_lm_path, tmp_path / "sel2", "--forward", "0", "--backward", f"0,{LM_LAYERS}")
+    assert_one_line_error(out, f"--backward 0,{LM_LAYERS}", f"below {LM_LAYERS}")
     assert not (tmp_path / "sel2").exists()  # nothing written, not even the valid forward selection
 
 
@@ -55,7 +60,7 @@ def test_selection_and_config_out_give_a_config_that_fits_the_cut_lms(tiny_lm_pa
     nlp = make_nlp(tiny_model_config(tok2vec=tiny_lm_embedder()))
     nlp.config.to_disk(tmp_path / "ldnet.cfg")
     (tmp_path / "prune.json").write_text(json.dumps({"kept_layers": {"forward": [1], "backward": [0, 2]}}))
-    out = run_script(tiny_lm_path, tmp_path / "sel", "--selection", tmp_path / "prune.json",
+    out = cut_lms(tiny_lm_path, tmp_path / "sel", "--selection", tmp_path / "prune.json",
                      "--config", tmp_path / "ldnet.cfg", "--config-out", tmp_path / "retrain.cfg")
     assert out.returncode == 0, out.stderr
     config = load_config(tmp_path / "retrain.cfg")
@@ -72,19 +77,27 @@ def test_selection_and_config_out_give_a_config_that_fits_the_cut_lms(tiny_lm_pa
         nlp.get_pipe("ldnet_ner").initialize(lambda: examples, nlp=nlp, lm_path=str(tmp_path / "sel"))
 
 
-def test_bad_selection_or_config_is_named_and_nothing_is_written(tiny_lm_path, tmp_path):
+def test_bad_selection_or_config_is_named_in_one_line_and_nothing_is_written(tiny_lm_path, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"dev_f1": {}}))
     (tmp_path / "no_lm.cfg").write_text("[paths]\nlm = null\n\n[components]\n")
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"kept_layers": {"forward": [], "backward": [0]}}))
     cases = [
-        (("--selection", tmp_path / "missing.json"), "does not exist"),
-        (("--selection", tmp_path / "bad.json"), "kept_layers"),
-        (("--selection", good, "--backward", "0"), "not both"),
-        (("--selection", good, "--config", tmp_path / "no_lm.cfg", "--config-out", tmp_path / "x.cfg"), "LD-Net config"),
-        (("--selection", good, "--config", tmp_path / "no_lm.cfg"), "go together"),
+        ((tiny_lm_path, "--selection", tmp_path / "missing.json"), ["missing.json", "does not exist"]),
+        ((tiny_lm_path, "--selection", tmp_path / "bad.json"), ["bad.json", "kept_layers"]),
+        ((tiny_lm_path, "--selection", good, "--backward", "0"), ["not both"]),
+        ((tiny_lm_path,), ["No layers given", "--forward"]),
+        ((tiny_lm_path, "--selection", good, "--config", tmp_path / "no_lm.cfg", "--config-out", tmp_path / "x.cfg"), ["no_lm.cfg", "LD-Net config"]),
+        ((tiny_lm_path, "--selection", good, "--config", tmp_path / "nope.cfg", "--config-out", tmp_path / "x.cfg"), ["nope.cfg"]),
+        ((tiny_lm_path, "--selection", good, "--config", tmp_path / "no_lm.cfg"), ["go together"]),
+        ((tiny_lm_path, "--selection", good, "--config", good, "--config-out", good), ["--config-out", "overwrite"]),
+        ((tmp_path / "no_lms", "--backward", "0"), ["LM_DIR", "no_lms", "forward/ and backward/"]),
     ]
-    for args, message in cases:
-        out = run_script(tiny_lm_path, tmp_path / "sel", *args)
-        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+    for args, needles in cases:
+        assert_one_line_error(cut_lms(args[0], tmp_path / "sel", *args[1:]), *needles)
         assert not (tmp_path / "sel").exists() and not (tmp_path / "x.cfg").exists()
+    assert_one_line_error(cut_lms(tiny_lm_path, tiny_lm_path, "--backward", "0"), "is LM_DIR", "another OUT_DIR")
+    for direction in ("forward", "backward"):
+        (tmp_path / "empty_lms" / direction).mkdir(parents=True)
+    assert_one_line_error(cut_lms(tmp_path / "empty_lms", tmp_path / "sel", "--backward", "0"), "config.json is missing")
+    assert not (tmp_path / "sel").exists()
