@@ -10,7 +10,7 @@ from spacy.util import load_config
 from thinc.api import Adam, fix_random_seed
 
 from conftest import CONFIG_DIR, EXTRA_WORDS, ents_of, make_examples, set_random_vectors, tiny_model_config
-from spacy_ldnet.ner.component import aligned_span_tags
+from spacy_ldnet.ner.gold import aligned_span_tags
 
 KEY = "chunks"
 SPAN_SCORER = {"@scorers": "spacy.spancat_scorer.v1"}
