@@ -309,7 +309,7 @@ def test_case_ids():
 
 def test_vector_rows_found_on_a_gpu_come_back_as_numpy():
     """With `spacy train --gpu-id 0` Vectors.find returns a cupy array, which
-    numpy.asarray refuses (seen on an H200, metrics/2026-12-04/gpu_spacy_train.log)."""
+    numpy.asarray refuses."""
     from spacy_ldnet.embed.featurize import find_rows
 
     class DeviceArray:  # what cupy does: no implicit conversion, .get() copies to the host
