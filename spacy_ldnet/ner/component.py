@@ -33,6 +33,7 @@ from thinc.types import Floats2d
 from ..sequences import Sequences
 from ..thinc_utils import use_torch_params
 from ..torch_utils import limit_heap_growth
+from .gold import gold_tag_ids
 from .model import (
     build_head,
     crf_loss,
@@ -45,7 +46,6 @@ from .model import (
     input_width,
     pad_emissions,
 )
-from .gold import gold_tag_ids
 from .tags import allowed_transitions, biluo_tag_names
 
 DEFAULT_MODEL_CONFIG = """

@@ -294,7 +294,7 @@ def emission_tensor(head: torch.nn.Module, E, lengths: Sequence[int], requires_g
     float tensor (a leaf requiring grad if asked) and the (S, T) bool mask,
     True on the first ``lengths[s]`` positions of row s."""
     device = next(head.parameters()).device
-    Et = torch.from_numpy(numpy.ascontiguousarray(to_host(E), dtype="float32")).to(device)
+    Et = xp2torch(E, device=device).float().detach()  # a leaf; no copy for a float32 array on the device
     mask = numpy.arange(Et.shape[1])[None, :] < numpy.asarray(lengths)[:, None]
     return Et.requires_grad_(requires_grad), torch.from_numpy(mask).to(device)
 
@@ -322,7 +322,7 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats
     seqs = cut(model, docs)
     E, backprop = emission_scores(model, seqs, is_train)
     if not len(seqs):
-        return [model.ops.alloc2f(0, E.shape[2]) for _ in docs], lambda dY: backprop(E)
+        return [model.ops.alloc2f(0, E.shape[2]) for _ in docs], lambda dY: backprop(model.ops.alloc3f(*E.shape))
 
     def backprop_docs(dY: List[Floats2d]):
         return backprop(seqs.pad(dY, model.ops))
