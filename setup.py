@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.9",
     # namespace discovery: lm/default/{forward,backward} hold data only (no __init__.py)
     packages=find_namespace_packages(include=["spacy_ldnet", "spacy_ldnet.*"]),
-    # The shipped default LMs (issue 3): spacy_ldnet/lm/default/{forward,backward}/*
+    # The shipped default LMs: spacy_ldnet/lm/default/{forward,backward}/*
     package_data={"spacy_ldnet": ["lm/default/*/*"]},
     include_package_data=True,
     install_requires=[
@@ -44,10 +44,9 @@ setup(
         "spacy_factories": ["ldnet_ner = spacy_ldnet.ner.component:make_ldnet_ner"],
         "spacy_architectures": [
             "spacy_ldnet.CharWordEmbedder.v1 = spacy_ldnet.embed.embedder:build_char_word_embedder",
-            "spacy_ldnet.CharWordEmbedder.v2 = spacy_ldnet.embed.embedder:build_char_word_embedder_v2",
+            "spacy_ldnet.CharWordEmbedder.v2 = spacy_ldnet.embed.embedder:build_char_word_embedder",
             "spacy_ldnet.LMEmbedder.v1 = spacy_ldnet.embed.lm_embedder:build_lm_embedder",
-            "spacy_ldnet.LMEmbedder.v2 = spacy_ldnet.embed.lm_embedder:build_lm_embedder_v2",
-            "spacy_ldnet.LMEmbedder.v3 = spacy_ldnet.embed.lm_embedder:build_lm_embedder_v3",
+            "spacy_ldnet.LMEmbedder.v2 = spacy_ldnet.embed.lm_embedder:build_lm_embedder",
             "spacy_ldnet.BiLSTMCRFTagger.v1 = spacy_ldnet.ner.model:build_bilstm_crf_tagger",
             "spacy_ldnet.BiLSTMCRFTagger.v2 = spacy_ldnet.ner.model:build_bilstm_crf_tagger_v2",
         ],

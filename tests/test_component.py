@@ -261,3 +261,92 @@ def test_use_params_rejects_averages_of_another_shape():
 
 def torch_equal(param, value) -> bool:
     return bool((param.detach() == value).all())
+
+
+# ------------------------------------------------------------- the data path
+def count_cuts(monkeypatch) -> list:
+    """Spy on the one cut of a batch (``Sequences.from_docs``): returns the list of batch sizes it was called with."""
+    from spacy_ldnet.sequences import Sequences
+
+    calls = []
+    cut = Sequences.from_docs.__func__
+
+    def spy(cls, docs, max_length):
+        docs = list(docs)
+        calls.append(len(docs))
+        return cut(cls, docs, max_length)
+
+    monkeypatch.setattr(Sequences, "from_docs", classmethod(spy))
+    return calls
+
+
+def test_the_batch_is_cut_once_per_predict_and_once_per_update(monkeypatch):
+    nlp = make_nlp()
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples, sgd=Adam(0.01))
+    pipe = nlp.get_pipe("ldnet_ner")
+    docs = [nlp.make_doc(text) for text, _ in TRAIN_DATA]
+    calls = count_cuts(monkeypatch)
+    tags = pipe.predict(docs)
+    assert calls == [len(docs)]
+    assert [len(t) for t in tags] == [len(d) for d in docs]
+    calls.clear()
+    nlp.update(examples, sgd=optimizer, drop=0.1)
+    assert calls == [len(examples)]
+    calls.clear()
+    list(nlp.pipe([text for text, _ in TRAIN_DATA], batch_size=2))
+    assert calls == [2, 2, 1]
+
+
+def test_update_equals_begin_update_and_get_loss():
+    """``update`` reads the padded batch directly; spaCy's own path (per-doc
+    scores, ``get_loss``, backprop) gives the same loss and the same weights."""
+    results = []
+    for own in (True, False):
+        fix_random_seed(0)  # the torch weights are drawn when the pipe is added
+        nlp = make_nlp()
+        examples = make_examples(nlp)
+        nlp.initialize(lambda: examples)
+        pipe = nlp.get_pipe("ldnet_ner")
+        optimizer = Adam(0.01)
+        if own:
+            loss = pipe.update(examples, sgd=optimizer)["ldnet_ner"]
+        else:
+            scores, backprop = pipe.model.begin_update([eg.predicted for eg in examples])
+            loss, d_scores = pipe.get_loss(examples, scores)
+            backprop(d_scores)
+            pipe.finish_update(optimizer)
+        results.append((loss, _emissions(nlp, UNSEEN)))
+    (loss_a, after_a), (loss_b, after_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for a, b in zip(after_a, after_b):
+        numpy.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_max_sequence_length_is_one_setting():
+    """Configs saved before it had one place give it in the tagger and the
+    embedder: equal values load, different ones are refused with both values."""
+    from conftest import TINY_EMBEDDER
+
+    make_nlp(tiny_model_config(max_sequence_length=7, tok2vec=dict(TINY_EMBEDDER, max_sequence_length=None)))
+    make_nlp(tiny_model_config(max_sequence_length=7, tok2vec=dict(TINY_EMBEDDER, max_sequence_length=7)))
+    with pytest.raises(ValueError) as err:
+        make_nlp(tiny_model_config(max_sequence_length=32, tok2vec=dict(TINY_EMBEDDER, max_sequence_length=16)))
+    msg = str(err.value)
+    assert "32" in msg and "16" in msg and "Fix" in msg and "tok2vec" in msg
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        make_nlp(tiny_model_config(max_sequence_length=0))
+
+
+def test_max_sequence_length_of_the_tagger_cuts_every_layer():
+    """With windows of 3 tokens, a 7-token doc is tagged as its windows would be alone."""
+    from conftest import TINY_EMBEDDER
+    from spacy.tokens import Doc
+
+    nlp = make_nlp(tiny_model_config(max_sequence_length=3, tok2vec=dict(TINY_EMBEDDER, max_sequence_length=None)))
+    nlp.initialize(lambda: make_examples(nlp))
+    model = nlp.get_pipe("ldnet_ner").model
+    words = "Mary Smith flew to London with Google".split()
+    whole = model.predict([Doc(nlp.vocab, words=words)])[0]
+    parts = model.predict([Doc(nlp.vocab, words=words[i : i + 3]) for i in (0, 3, 6)])
+    numpy.testing.assert_allclose(whole, numpy.concatenate(parts), atol=1e-6)

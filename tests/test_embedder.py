@@ -1,5 +1,8 @@
 """spacy_ldnet.CharWordEmbedder.v1: batch/packing invariance, the vectors
-table, GloVe loading and its errors."""
+table, GloVe loading and its errors.
+
+The embedder reads a :class:`Sequences` batch and returns its padded
+features; :func:`embed` cuts the docs and gives one array per doc back."""
 import gzip
 import sys
 from pathlib import Path
@@ -21,6 +24,8 @@ from conftest import (
     training_words,
 )
 from spacy_ldnet.glove import GLOVE_PACKAGE, GloveNotFoundError, load_glove
+from spacy_ldnet.sequences import Sequences
+from spacy_ldnet.thinc_utils import torch_module
 
 ATOL = 1e-5
 SHARED_GLOVE = Path(__file__).resolve().parents[2] / "shared/data/glove/glove.6B.50d.conll03_conll00_vocab.txt.gz"
@@ -36,6 +41,19 @@ def build_embedder(**overrides):
     return registry.resolve({"model": cfg})["model"]
 
 
+def cut(docs):
+    return Sequences.from_docs(docs, MAX_SEQUENCE_LENGTH)
+
+
+def embed(model, docs, *, is_train=False):
+    """The embedder's features of ``docs``, one (n_tokens, nO) array per doc (and the backprop when training)."""
+    seqs = cut(docs)
+    if is_train:
+        Y, backprop = model.begin_update(seqs)
+        return seqs.unpad(Y, model.ops), backprop
+    return seqs.unpad(model.predict(seqs), model.ops)
+
+
 @pytest.fixture
 def nlp():
     nlp = spacy.blank("en")
@@ -46,13 +64,13 @@ def nlp():
 @pytest.fixture
 def embedder(nlp):
     model = build_embedder()
-    model.initialize(X=[nlp.make_doc(TARGET), nlp.make_doc(LONG)])
+    model.initialize(X=cut([nlp.make_doc(TARGET), nlp.make_doc(LONG)]))
     return model
 
 
 def test_output_shape(nlp, embedder):
     docs = [nlp.make_doc(TARGET), nlp.make_doc(""), nlp.make_doc(LONG)]
-    Y = embedder.predict(docs)
+    Y = embed(embedder, docs)
     width = TINY_EMBEDDER["word_width"] + TINY_EMBEDDER["char_output_width"]
     assert embedder.get_dim("nO") == width
     assert [y.shape for y in Y] == [(len(d), width) for d in docs]
@@ -62,7 +80,7 @@ def test_output_shape(nlp, embedder):
 def test_batch_invariance(nlp, embedder):
     """A doc's vectors do not depend on the longer/shorter docs beside it."""
     assert len(nlp.make_doc(LONG)) > MAX_SEQUENCE_LENGTH
-    alone = embedder.predict([nlp.make_doc(TARGET)])[0]
+    alone = embed(embedder, [nlp.make_doc(TARGET)])[0]
     for batch in (
         [TARGET, LONG],
         [SHORT, TARGET],
@@ -70,22 +88,22 @@ def test_batch_invariance(nlp, embedder):
         [TARGET, TARGET],
     ):
         docs = [nlp.make_doc(t) for t in batch]
-        Y = embedder.predict(docs)
+        Y = embed(embedder, docs)
         for doc, y in zip(docs, Y):
             if doc.text == TARGET:
                 numpy.testing.assert_allclose(y, alone, atol=ATOL)
     # and the long doc is cut into windows that do not see each other
     long_doc = nlp.make_doc(LONG)
-    Y_long = embedder.predict([long_doc])[0]
+    Y_long = embed(embedder, [long_doc])[0]
     first = Doc(nlp.vocab, words=[t.text for t in long_doc[:MAX_SEQUENCE_LENGTH]])
-    numpy.testing.assert_allclose(embedder.predict([first])[0], Y_long[:MAX_SEQUENCE_LENGTH], atol=ATOL)
+    numpy.testing.assert_allclose(embed(embedder, [first])[0], Y_long[:MAX_SEQUENCE_LENGTH], atol=ATOL)
 
 
 def test_context_changes_char_features(nlp, embedder):
     """The char BiLSTM reads the whole sentence: the same word in another
     sentence gets other features (so the invariance test above can fail)."""
-    a = embedder.predict([nlp.make_doc("Paris is nice")])[0]
-    b = embedder.predict([nlp.make_doc("I like Paris")])[0]
+    a = embed(embedder, [nlp.make_doc("Paris is nice")])[0]
+    b = embed(embedder, [nlp.make_doc("I like Paris")])[0]
     w = TINY_EMBEDDER["word_width"]
     numpy.testing.assert_allclose(a[0, :w], b[2, :w], atol=ATOL)  # word part: context-free
     assert not numpy.allclose(a[0, w:], b[2, w:], atol=1e-4)  # char part: contextual
@@ -94,9 +112,9 @@ def test_context_changes_char_features(nlp, embedder):
 def test_sentences_are_separate_sequences(nlp, embedder):
     words = "John lives in Paris . Mary works at Google .".split()
     doc = Doc(nlp.vocab, words=words, sent_starts=[True] + [False] * 4 + [True] + [False] * 4)
-    Y = embedder.predict([doc])[0]
-    s1 = embedder.predict([Doc(nlp.vocab, words=words[:5])])[0]
-    s2 = embedder.predict([Doc(nlp.vocab, words=words[5:])])[0]
+    Y = embed(embedder, [doc])[0]
+    s1 = embed(embedder, [Doc(nlp.vocab, words=words[:5])])[0]
+    s2 = embed(embedder, [Doc(nlp.vocab, words=words[5:])])[0]
     numpy.testing.assert_allclose(Y, numpy.concatenate([s1, s2]), atol=ATOL)
 
 
@@ -105,11 +123,11 @@ def test_word_rows_from_vectors_table(nlp):
     read frozen from the table, unknown words share one vector, lookup is lower-cased."""
     n_rows = 5
     model = build_embedder(n_word_rows=n_rows)
-    model.initialize(X=[nlp.make_doc(TARGET)])
+    model.initialize(X=cut([nlp.make_doc(TARGET)]))
     vectors = nlp.vocab.vectors
     words = ["Paris", "paris", "PARIS", "John", "France", "zzqxunknown", "qqwunknown"]
     doc = Doc(nlp.vocab, words=words)
-    W = model.predict([doc])[0][:, : TINY_EMBEDDER["word_width"]]
+    W = embed(model, [doc])[0][:, : TINY_EMBEDDER["word_width"]]
     numpy.testing.assert_allclose(W[0], W[1], atol=ATOL)
     numpy.testing.assert_allclose(W[0], W[2], atol=ATOL)
     numpy.testing.assert_allclose(W[5], W[6], atol=ATOL)  # shared <unk>
@@ -123,10 +141,10 @@ def test_word_rows_from_vectors_table(nlp):
     frozen_word = next(w for w in words[:5] if vectors.find(key=w.lower()) >= n_rows)
     tuned_words = [k for k in vectors.keys() if vectors.find(key=k) < n_rows]
     tuned_word = nlp.vocab.strings[tuned_words[0]]
-    before = model.predict([Doc(nlp.vocab, words=[frozen_word, tuned_word])])[0][:, : TINY_EMBEDDER["word_width"]]
+    before = embed(model, [Doc(nlp.vocab, words=[frozen_word, tuned_word])])[0][:, : TINY_EMBEDDER["word_width"]]
     vectors.data[vectors.find(key=frozen_word.lower())] += 1.0
     vectors.data[vectors.find(key=tuned_word)] += 1.0
-    after = model.predict([Doc(nlp.vocab, words=[frozen_word, tuned_word])])[0][:, : TINY_EMBEDDER["word_width"]]
+    after = embed(model, [Doc(nlp.vocab, words=[frozen_word, tuned_word])])[0][:, : TINY_EMBEDDER["word_width"]]
     numpy.testing.assert_allclose(after[0], before[0] + 1.0, atol=ATOL)
     numpy.testing.assert_allclose(after[1], before[1], atol=ATOL)
 
@@ -161,7 +179,7 @@ def test_empty_vectors_without_glove_raises_at_initialize():
 def test_vector_width_mismatch_raises(nlp):
     model = build_embedder(word_width=VECTOR_WIDTH + 4)
     with pytest.raises(ValueError, match=f"word_width = {VECTOR_WIDTH}"):
-        model.initialize(X=[nlp.make_doc(TARGET)])
+        model.initialize(X=cut([nlp.make_doc(TARGET)]))
 
 
 def test_missing_glove_package(monkeypatch):
@@ -179,7 +197,7 @@ def test_missing_glove_package_at_initialize(monkeypatch):
     nlp = spacy.blank("en")
     model = build_embedder(load_glove_if_empty=True)
     with pytest.raises(GloveNotFoundError, match="pip install"):
-        model.initialize(X=[nlp.make_doc(TARGET)])
+        model.initialize(X=cut([nlp.make_doc(TARGET)]))
 
 
 def test_missing_glove_file(tmp_path):
@@ -212,8 +230,8 @@ def test_glove_callback_fills_vectors_from_text_file(tmp_path):
     set_glove_vectors(nlp.vocab, str(path))
     assert nlp.vocab.vectors.shape == (20, VECTOR_WIDTH)
     model = build_embedder(n_word_rows=8)
-    model.initialize(X=[nlp.make_doc("John in Paris")])
-    W = model.predict([Doc(nlp.vocab, words=["John", "Paris", "w10"])])[0][:, :VECTOR_WIDTH]
+    model.initialize(X=cut([nlp.make_doc("John in Paris")]))
+    W = embed(model, [Doc(nlp.vocab, words=["John", "Paris", "w10"])])[0][:, :VECTOR_WIDTH]
     numpy.testing.assert_allclose(W, table[[5, 4, 16]], atol=1e-5)
 
 
@@ -224,63 +242,44 @@ def test_shared_glove_text_file_loads():
     assert words[0] == "the"
 
 
-# --- CharWordEmbedder.v2: word dropout and the case feature -------------------
-
-def build_embedder_v2(**overrides):
-    cfg = dict(TINY_EMBEDDER, **{"@architectures": "spacy_ldnet.CharWordEmbedder.v2"})
-    cfg.update(overrides)
-    return registry.resolve({"model": cfg})["model"]
-
-
-def test_v1_equals_v2_without_new_options(nlp):
-    """v1 keeps its weights layout (saved v1 pipelines load) and its outputs."""
-    docs = [nlp.make_doc(TARGET), nlp.make_doc(LONG)]
-    v1 = build_embedder()
-    v2 = build_embedder_v2(word_dropout=0.0, case_width=0)
-    v1.initialize(X=docs)
-    v2.initialize(X=docs)
-    m1, m2 = v1.layers[0].shims[0]._model, v2.layers[0].shims[0]._model
-    assert list(m1.state_dict()) == list(m2.state_dict())
-    m2.load_state_dict(m1.state_dict())
-    for a, b in zip(v1.predict(docs), v2.predict(docs)):
-        numpy.testing.assert_allclose(a, b, atol=ATOL)
+# --- word dropout and the case feature ----------------------------------------
 
 
 def test_word_dropout_only_in_training(nlp):
     docs = [nlp.make_doc(TARGET), nlp.make_doc(LONG)]
-    model = build_embedder_v2(word_dropout=0.5)
-    model.initialize(X=docs)
+    model = build_embedder(word_dropout=0.5)
+    model.initialize(X=cut(docs))
     plain = build_embedder()
-    plain.initialize(X=docs)
-    plain.layers[0].shims[0]._model.load_state_dict(model.layers[0].shims[0]._model.state_dict())
+    plain.initialize(X=cut(docs))
+    torch_module(plain.layers[0]).load_state_dict(torch_module(model.layers[0]).state_dict())
     # Predicting: no dropout, same output as the embedder without it.
-    for a, b in zip(model.predict(docs), plain.predict(docs)):
+    for a, b in zip(embed(model, docs), embed(plain, docs)):
         numpy.testing.assert_allclose(a, b, atol=ATOL)
     # Training: about half of the word vectors are the <unk> row.
-    module = model.layers[0].shims[0]._model
+    module = torch_module(model.layers[0])
     unk = module.words.weight[-1].detach().numpy()
-    Y, _ = model.begin_update(docs)
+    Y, _ = embed(model, docs, is_train=True)
     word = numpy.concatenate([y[:, : VECTOR_WIDTH] for y in Y])
     is_unk = numpy.isclose(word, unk[None, :], atol=1e-6).all(axis=1)
     assert 0.3 < is_unk.mean() < 0.7, is_unk.mean()
     # The character features are untouched by word dropout.
     chars = numpy.concatenate([y[:, VECTOR_WIDTH:] for y in Y])
-    chars_eval = numpy.concatenate([y[:, VECTOR_WIDTH:] for y in model.predict(docs)])
+    chars_eval = numpy.concatenate([y[:, VECTOR_WIDTH:] for y in embed(model, docs)])
     numpy.testing.assert_allclose(chars, chars_eval, atol=ATOL)
 
 
 def test_word_dropout_out_of_range():
     with pytest.raises(ValueError, match="word_dropout"):
-        build_embedder_v2(word_dropout=1.0)
+        build_embedder(word_dropout=1.0)
 
 
 def test_case_feature_tells_case_apart(nlp):
     """Lower-cased GloVe rows are equal for 'Apple' and 'apple'; the case feature is not."""
-    model = build_embedder_v2(case_width=4)
+    model = build_embedder(case_width=4)
     assert model.get_dim("nO") == VECTOR_WIDTH + TINY_EMBEDDER["char_output_width"] + 4
     docs = [nlp.make_doc("Apple apple APPLE 1996 , McDonald")]
-    model.initialize(X=docs)
-    Y = model.predict(docs)[0]
+    model.initialize(X=cut(docs))
+    Y = embed(model, docs)[0]
     assert Y.shape == (6, model.get_dim("nO"))
     case = Y[:, -4:]
     for i in range(6):
@@ -310,7 +309,7 @@ def test_case_ids():
 
 def test_vector_rows_found_on_a_gpu_come_back_as_numpy():
     """With `spacy train --gpu-id 0` Vectors.find returns a cupy array, which
-    numpy.asarray refuses (seen on an H200, metrics/2026-12-04/gpu_spacy_train.log)."""
+    numpy.asarray refuses."""
     from spacy_ldnet.embed.featurize import find_rows
 
     class DeviceArray:  # what cupy does: no implicit conversion, .get() copies to the host

@@ -23,13 +23,7 @@ from spacy_ldnet.prune.state import STATE_FILE
 from spacy_ldnet.prune.surgery import prune_in_place
 
 from conftest import assert_well_formed, make_examples, training_words
-from test_lm_embedder import (  # noqa: F401 (tiny_lm_path, open_lm_path: fixtures)
-    emissions,
-    make_lm_nlp,
-    open_lm_path,
-    open_vocab_embedder,
-    tiny_lm_path,
-)
+from test_lm_embedder import emissions, make_lm_nlp, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
 
 
 def last_component(state_dir):
@@ -61,14 +55,10 @@ V2_OPTIONS = {"@architectures": "spacy_ldnet.LMEmbedder.v2", "word_dropout": 0.2
         ([0.0, 0.0, 1.0], [1.0, 0.0, 0.3], {}),
         ([0.0, 0.0, 0.0], [0.0, 0.0, 0.0], {}),
         ([0.5, 1.0, 0.0], [0.0, 0.0, 0.8], V2_OPTIONS),
-        ([0.0, 0.6, 1.0], [0.9, 0.0, 0.0], "open"),
     ],
 )
-def test_pruned_pipeline_equals_masked_pipeline(tiny_lm_path, open_lm_path, tmp_path, forward, backward, embedder):
-    lm_path = tiny_lm_path
-    if embedder == "open":  # LMEmbedder.v3 with lm_open_vocab: random_docs hold LM-OOV words with vectors
-        embedder, lm_path = open_vocab_embedder(), open_lm_path
-    nlp, examples = make_lm_nlp(lm_path, **embedder)
+def test_pruned_pipeline_equals_masked_pipeline(tiny_lm_path, tmp_path, forward, backward, embedder):
+    nlp, examples = make_lm_nlp(tiny_lm_path, **embedder)
     nlp.update(examples, sgd=Adam(0.01), drop=0.0)
     set_masks(nlp, forward, backward)
     docs = random_docs(nlp)
@@ -122,9 +112,8 @@ def test_pruned_pipeline_survives_spacy_package(tiny_lm_path, tmp_path):
 def test_masks_are_clamped_after_an_optimizer_step(tiny_lm_path):
     nlp, examples = make_lm_nlp(tiny_lm_path)
     pipe = nlp.get_pipe("ldnet_ner")
-    node = next(n for n in pipe.model.walk() if n.name == "ldnet_lm_embedder")
-    node.attrs["learn_layer_masks"] = True
     lm = lm_module(pipe)
+    lm.set_learn_masks(True)
     set_masks(nlp, [0.02, 0.5, 0.98], [0.98, 0.5, 0.02])
     start = lm.layer_masks().detach().clone()
     optimizer = Adam(1.0)  # steps of ~1: unclamped masks would leave [0, 1]

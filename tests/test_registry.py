@@ -2,6 +2,7 @@
 the package's top-level import stays light."""
 import ast
 import importlib.metadata
+import inspect
 import json
 import re
 import subprocess
@@ -79,6 +80,49 @@ def test_entry_point_resolves_through_spacy_registry(group, name, target):
     assert callable(func)
     module = __import__(module_name, fromlist=[attr])
     assert func is getattr(module, attr), f"{name} resolves to {func!r}, setup.py says {target}"
+
+
+#: Every architecture name that saved pipelines or shipped configs may name
+#: (spacy-transformers keeps the same kind of list in its test_registry.py).
+ARCHITECTURES = [
+    "spacy_ldnet.CharWordEmbedder.v1",
+    "spacy_ldnet.CharWordEmbedder.v2",
+    "spacy_ldnet.LMEmbedder.v1",
+    "spacy_ldnet.LMEmbedder.v2",
+    "spacy_ldnet.BiLSTMCRFTagger.v1",
+    "spacy_ldnet.BiLSTMCRFTagger.v2",
+]
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_architecture_name_resolves(name):
+    assert spacy.registry.has("architectures", name)
+    assert callable(spacy.registry.get("architectures", name))
+
+
+def test_every_architecture_a_config_or_saved_pipeline_names_is_listed():
+    """The shipped configs and the saved pipelines under tests/fixtures name only listed architectures."""
+    pattern = re.compile(r'@architectures\s*=\s*"(spacy_ldnet\.[^"]+)"')
+    paths = list((REPO / "configs").glob("*.cfg")) + list((REPO / "tests" / "fixtures").rglob("config.cfg"))
+    named = {name for path in paths for name in pattern.findall(path.read_text(encoding="utf8"))}
+    assert {"spacy_ldnet.LMEmbedder.v2", "spacy_ldnet.BiLSTMCRFTagger.v2"} <= named  # the fixtures' v2 names
+    assert named <= set(ARCHITECTURES)
+    assert {name for _, name, _ in SPACY_EPS if name.startswith("spacy_ldnet.")} >= set(ARCHITECTURES)
+
+
+def test_embedder_v2_names_are_the_v1_builders():
+    get = spacy.registry.architectures.get
+    assert get("spacy_ldnet.CharWordEmbedder.v2") is get("spacy_ldnet.CharWordEmbedder.v1")
+    assert get("spacy_ldnet.LMEmbedder.v2") is get("spacy_ldnet.LMEmbedder.v1")
+
+
+def test_tagger_v2_changes_only_the_locked_dropout_default():
+    get = spacy.registry.architectures.get
+    v1, v2 = (inspect.signature(get(f"spacy_ldnet.BiLSTMCRFTagger.{v}")).parameters for v in ("v1", "v2"))
+    assert list(v1) == list(v2)
+    changed = {name for name in v1 if v1[name].default != v2[name].default}
+    assert changed == {"locked_dropout"}
+    assert (v1["locked_dropout"].default, v2["locked_dropout"].default) == (False, True)
 
 
 def test_factory_known_to_language():

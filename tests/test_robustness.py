@@ -6,7 +6,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from conftest import MAX_SEQUENCE_LENGTH, TRAIN_DATA, assert_well_formed, ents_of
-from spacy_ldnet.sequences import sequence_spans
+from spacy_ldnet.sequences import Sequences, sequence_spans
 
 NORMAL = [text for text, _ in TRAIN_DATA] + ["Mary Smith flew to London .", "Air France beat Google ."]
 ODD = [
@@ -86,6 +86,30 @@ def test_long_doc_with_sentences(trained_nlp):
     for sent in doc.sents:
         offset_ents.append([(x.start - sent.start, x.end - sent.start, x.label_) for x in sent.ents])
     assert offset_ents == per_sentence * 30
+
+
+def test_sequences_cover_every_token_once_and_pad_unpad_round_trip(trained_nlp):
+    import numpy
+    import pytest
+    from thinc.api import NumpyOps
+
+    ops = NumpyOps()
+    docs = [Doc(trained_nlp.vocab, words=w) for w in (["a"] * 70, [], ["b", ".", "c"], ["d"])]
+    seqs = Sequences.from_docs(docs, MAX_SEQUENCE_LENGTH)
+    assert [(i, s, e) for i, s, e in seqs.spans if i == 0] == [(0, 0, 32), (0, 32, 64), (0, 64, 70)]
+    assert len(seqs) == 5 and seqs.lengths == [32, 32, 6, 3, 1] and seqs.padded_length == 32
+    arrays = [numpy.arange(len(d) * 2, dtype="float32").reshape(-1, 2) + i for i, d in enumerate(docs)]
+    padded = seqs.pad(arrays, ops)  # (S, T, D)
+    assert padded.shape == (5, 32, 2) and not padded[2, 6:].any()
+    back = seqs.unpad(padded, ops)
+    assert [b.shape for b in back] == [a.shape for a in arrays]
+    for a, b in zip(arrays, back):
+        numpy.testing.assert_array_equal(a, b)
+    empty = Sequences.from_docs([Doc(trained_nlp.vocab, words=[])], MAX_SEQUENCE_LENGTH)
+    assert len(empty) == 0 and empty.padded_length == 0
+    assert [b.shape for b in empty.unpad(ops.alloc3f(0, 0, 2), ops)] == [(0, 2)]
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        Sequences.from_docs(docs, 0)
 
 
 @Language.component("_test_record_pid")

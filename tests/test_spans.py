@@ -10,7 +10,7 @@ from spacy.util import load_config
 from thinc.api import Adam, fix_random_seed
 
 from conftest import CONFIG_DIR, EXTRA_WORDS, ents_of, make_examples, set_random_vectors, tiny_model_config
-from spacy_ldnet.ner.component import aligned_span_tags
+from spacy_ldnet.ner.gold import aligned_span_tags
 
 KEY = "chunks"
 SPAN_SCORER = {"@scorers": "spacy.spancat_scorer.v1"}
@@ -206,7 +206,7 @@ BASE_CFG = CONFIG_DIR / "conll03_ner.cfg"
 # configs keep at their old values until chunking is retrained with them.
 CHUNK_KEEPS = {"char_dropout": 0.0}
 #: Training settings chunking keeps from before the CoNLL-2003 configs moved
-#: to 12,000 steps (session 6): the chunkers were not retrained with them.
+#: to 12,000 steps: the chunkers were not retrained with them.
 CHUNK_TRAINING_KEEPS = {"max_steps": 8000}
 
 

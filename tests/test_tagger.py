@@ -6,6 +6,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from conftest import TRAIN_DATA, make_examples, make_nlp, tiny_model_config
+from spacy_ldnet.ner.model import get_head
 from spacy_ldnet.ner.modules import BiLSTMCRFHead
 
 LENGTHS = [5, 3, 7, 1]
@@ -61,13 +62,13 @@ def test_v2_tagger_trains_and_predicts_like_its_weights_say(tmp_path):
     nlp = make_nlp(model)
     examples = make_examples(nlp, TRAIN_DATA)
     optimizer = nlp.initialize(lambda: examples)
-    head = nlp.get_pipe("ldnet_ner").model.get_ref("head").shims[0]._model
+    head = get_head(nlp.get_pipe("ldnet_ner").model)
     assert head.locked_dropout is True
     losses = [nlp.update(examples, sgd=optimizer, losses={})["ldnet_ner"] for _ in range(30)]
     assert losses[-1] < losses[0]
     nlp.to_disk(tmp_path / "p")
     loaded = spacy.load(tmp_path / "p")
-    assert loaded.get_pipe("ldnet_ner").model.get_ref("head").shims[0]._model.locked_dropout is True
+    assert get_head(loaded.get_pipe("ldnet_ner").model).locked_dropout is True
     docs = [nlp.make_doc(t) for t, _ in TRAIN_DATA]
     a = nlp.get_pipe("ldnet_ner").model.predict(docs)
     b = loaded.get_pipe("ldnet_ner").model.predict([loaded.make_doc(t) for t, _ in TRAIN_DATA])

@@ -1,8 +1,8 @@
 """run_lstm: the trainable LSTMs compact their weights before every call.
 
 thinc's PyTorchShim.finish_update gives each parameter new storage after every
-optimizer step (``param.data = ...``); on a GPU, cuDNN then copied the weights on
-every call and torch warned (metrics/2026-12-04/gpu_spacy_train.log).
+optimizer step (``param.data = ...``); on a GPU, cuDNN would then copy the weights on
+every call and torch would warn.
 """
 import warnings
 

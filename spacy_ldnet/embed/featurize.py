@@ -4,47 +4,22 @@ Vectorised with numpy: characters come from one UTF-32 encode per sequence,
 word rows from one ``Vectors.find`` call per batch.
 """
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List
 
 import numpy
 from spacy.attrs import IS_DIGIT, IS_LOWER, IS_PUNCT, IS_TITLE, IS_UPPER, LOWER
 from spacy.tokens import Doc
 
-from ..sequences import sequence_spans
+from ..sequences import Sequences
 from ..thinc_utils import to_host
 
 
 @dataclass
-class Segments:
-    """Where each sequence came from: ``spans[i] = (doc_index, start, end)``."""
-
-    spans: List[Tuple[int, int, int]]
-    lengths: numpy.ndarray  # (S,) int, tokens per sequence
-
-    @classmethod
-    def from_docs(cls, docs: Sequence[Doc], max_length: int) -> "Segments":
-        spans = [(i, s, e) for i, doc in enumerate(docs) for s, e in sequence_spans(doc, max_length)]
-        lengths = numpy.asarray([e - s for _, s, e in spans], dtype="int64")
-        return cls(spans, lengths)
-
-    def split(self, doc_arrays: Sequence[numpy.ndarray]) -> List[numpy.ndarray]:
-        """Per-doc (n_tokens, D) arrays -> per-sequence (length, D) arrays."""
-        return [doc_arrays[i][s:e] for i, s, e in self.spans]
-
-    def join(self, seq_arrays: Sequence, n_docs: int, width: int, ops) -> List:
-        """Per-sequence arrays -> per-doc arrays (docs with no tokens get (0, width))."""
-        out = [[] for _ in range(n_docs)]
-        for (i, _, _), arr in zip(self.spans, seq_arrays):
-            out[i].append(arr)
-        return [
-            ops.xp.concatenate(parts, axis=0) if parts else ops.alloc2f(0, width)
-            for parts in out
-        ]
-
-
-@dataclass
 class CharWordFeatures:
-    """Padded inputs of :class:`spacy_ldnet.embed.modules.CharWordEmbedder` (S sequences)."""
+    """Padded inputs of :class:`spacy_ldnet.embed.modules.CharWordEmbedder`.
+
+    S sequences, T tokens (padded), C characters (padded), as in :class:`spacy_ldnet.sequences.Sequences`.
+    """
 
     word_rows: numpy.ndarray  # (S, T) int64, row in the vectors table, -1 if absent
     frozen_vectors: numpy.ndarray  # (S, T, word_dim) float32, table rows >= n_rows, else 0
@@ -100,22 +75,23 @@ def find_rows(vectors, keys) -> numpy.ndarray:
 
 
 def featurize(
-    docs: Sequence[Doc],
-    segments: Segments,
+    seqs: Sequences,
     *,
     n_word_rows: int,
     word_dim: int,
     n_chars: int,
     with_case: bool = False,
 ) -> CharWordFeatures:
-    """Build the padded inputs for all sequences of a batch.
+    """Build the padded inputs of every sequence of a batch.
 
     The word lookup is lower-cased (GloVe 6B is uncased): each token's ``LOWER``
-    hash is looked up in ``doc.vocab.vectors``. Word-shape ids are computed
-    only ``with_case`` (embedders with a case feature).
+    hash is looked up in ``doc.vocab.vectors``; a table of another width than
+    ``word_dim`` (or an empty one) gives every word row -1. Word-shape ids are
+    computed only ``with_case`` (embedders with a case feature). Each sequence
+    is read as one character stream ``w_1 ␣ w_2 ␣ ... w_n ␣`` (LD-Net section 4.1).
     """
-    S = len(segments.spans)
-    T = int(segments.lengths.max()) if S else 0
+    docs = seqs.docs
+    S, T = len(seqs), seqs.padded_length
     word_rows = numpy.full((S, T), -1, dtype="int64")
     frozen = numpy.zeros((S, T, word_dim), dtype="float32")
     fw_index = numpy.zeros((S, T), dtype="int64")
@@ -127,7 +103,7 @@ def featurize(
     vectors = docs[0].vocab.vectors if len(docs) else None
     has_vectors = vectors is not None and vectors.shape[0] > 0 and vectors.shape[1] == word_dim
     data = None
-    for s, (i, start, end) in enumerate(segments.spans):
+    for s, (i, start, end) in enumerate(seqs.spans):
         doc = docs[i]
         if i not in lower_cache:
             lower_cache[i] = doc.to_array([LOWER]).astype("uint64").reshape(-1)
@@ -155,6 +131,5 @@ def featurize(
     char_ids = numpy.zeros((S, C), dtype="int64")
     for s, c in enumerate(char_seqs):
         char_ids[s, : len(c)] = c
-    return CharWordFeatures(
-        word_rows, frozen, char_ids, char_lengths, fw_index, bw_index, segments.lengths, case_ids
-    )
+    lengths = numpy.asarray(seqs.lengths, dtype="int64")
+    return CharWordFeatures(word_rows, frozen, char_ids, char_lengths, fw_index, bw_index, lengths, case_ids)

@@ -6,7 +6,7 @@ Self-contained torch: no spaCy or thinc imports. The thinc wrapper is
 Shapes: S sequences, T tokens (padded), L_f / L_b layers of the forward /
 backward LM, D_f / D_b their dense output widths (``embed_dim + L * hidden_dim``).
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -42,9 +42,10 @@ class LMFeatures(nn.Module):
     (:meth:`prune_layers`).
 
     The LM weights are frozen (``requires_grad=False``) and the encoders always
-    run in eval mode (no LM dropout). The masks receive gradients only while
-    ``learn_masks`` is True (layer selection, :mod:`spacy_ldnet.prune`);
-    otherwise the LMs run under ``torch.no_grad()``.
+    run in eval mode (no LM dropout). Whether the masks learn (layer selection,
+    :mod:`spacy_ldnet.prune`) is the masks' own ``requires_grad`` and nothing
+    else: :meth:`set_learn_masks` switches it, :attr:`learn_masks` reads it.
+    While the masks are fixed, the LMs run under ``torch.no_grad()``.
 
     Args:
         forward_config / backward_config: :class:`LMConfig` of the two encoders
@@ -81,7 +82,6 @@ class LMFeatures(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(self.forward_lm.output_dim + self.backward_lm.output_dim, out_dim)
         self.out_dim = out_dim
-        self.learn_masks = False
         self.cache_tokens = int(cache_tokens)
         self._cache: Dict[bytes, torch.Tensor] = {}
         self._cached_tokens = 0
@@ -95,12 +95,16 @@ class LMFeatures(nn.Module):
         self.backward_lm.eval()
         return self
 
+    @property
+    def learn_masks(self) -> bool:
+        """True while the masks z receive gradients (layer selection, LD-Net section 3.3)."""
+        return bool(self.forward_masks.requires_grad)
+
     def set_learn_masks(self, learn: bool) -> None:
         """Let the masks z receive gradients (True) or keep them fixed (False)."""
-        self.learn_masks = bool(learn)
         self.clear_cache()  # cached outputs were computed with the masks of that time
-        self.forward_masks.requires_grad_(self.learn_masks)
-        self.backward_masks.requires_grad_(self.learn_masks)
+        self.forward_masks.requires_grad_(bool(learn))
+        self.backward_masks.requires_grad_(bool(learn))
 
     def clear_cache(self) -> None:
         """Drop the cached dense LM outputs (see ``cache_tokens``)."""
@@ -117,78 +121,47 @@ class LMFeatures(nn.Module):
         """(L_f + L_b,) the masks, forward layers first."""
         return torch.cat([self.forward_masks, self.backward_masks])
 
-    def dense_outputs(
-        self,
-        fw_ids: torch.Tensor,
-        bw_ids: torch.Tensor,
-        lengths: torch.Tensor,
-        vectors: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        """[h_t; h_t^r] for every word.
+    def dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[h_t; h_t^r] for every word (LD-Net section 4.1).
 
         Args:
             fw_ids: (S, T+1) long, ``<s> w_1 .. w_n`` then padding (forward-LM ids).
             bw_ids: (S, T+1) long, ``w_1 .. w_n <s>`` then padding (backward-LM ids,
                 text order; the encoder reads it right to left).
             lengths: (S,) long, n per sequence (>= 1), on CPU.
-            vectors: optional open-vocabulary inputs ``(word_vectors (S, T, E)
-                float, fw_mask (S, T+1) bool, bw_mask (S, T+1) bool)``: where
-                a mask is True, that LM reads the word's vector as x_t instead
-                of the embedding row of its id (``LMEmbedder.v3``
-                ``lm_open_vocab``; see :meth:`DenseLSTMEncoder.forward`).
         Returns:
             (S, T, D_f + D_b) float; rows at padded positions are arbitrary.
         """
         if self.cache_tokens > 0 and self.training and not self.learn_masks:
-            return self._cached_dense_outputs(fw_ids, bw_ids, lengths, vectors)
-        return self._dense_outputs(fw_ids, bw_ids, lengths, vectors)
+            return self._cached_dense_outputs(fw_ids, bw_ids, lengths)
+        return self._dense_outputs(fw_ids, bw_ids, lengths)
 
-    def _dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor, vectors=None) -> torch.Tensor:
+    def _dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         n1 = lengths.cpu() + 1  # (S,) the boundary token is part of each row
-        fw_in, bw_in = {}, {}
-        if vectors is not None:
-            words, fw_mask, bw_mask = vectors  # (S, T, E), (S, T+1), (S, T+1)
-            pad = words.new_zeros((words.shape[0], 1, words.shape[2]))  # (S, 1, E)
-            fw_in = dict(input_vectors=torch.cat([pad, words], dim=1), vector_mask=fw_mask)  # <s> first: (S, T+1, E)
-            bw_in = dict(input_vectors=torch.cat([words, pad], dim=1), vector_mask=bw_mask)  # <s> last: (S, T+1, E)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.learn_masks):
-            zf = self.forward_masks if self.learn_masks else self.forward_masks.detach()
-            zb = self.backward_masks if self.learn_masks else self.backward_masks.detach()
-            hf = self.forward_lm(fw_ids, n1, layer_scales=zf, **fw_in)  # (S, T+1, D_f); position t+1 has read <s> w_1..w_t+1
-            hb = self.backward_lm.encode_text_order(bw_ids, n1, layer_scales=zb, **bw_in)  # (S, T+1, D_b); position t has read w_n..w_t
+        learn = self.learn_masks
+        with torch.set_grad_enabled(torch.is_grad_enabled() and learn):
+            zf = self.forward_masks if learn else self.forward_masks.detach()
+            zb = self.backward_masks if learn else self.backward_masks.detach()
+            hf = self.forward_lm(fw_ids, n1, layer_scales=zf)  # (S, T+1, D_f); position t+1 has read <s> w_1..w_t+1
+            hb = self.backward_lm.encode_text_order(bw_ids, n1, layer_scales=zb)  # (S, T+1, D_b); position t has read w_n..w_t
         return torch.cat([hf[:, 1:], hb[:, :-1]], dim=-1)  # (S, T, D_f + D_b)
 
     @torch.no_grad()
-    def _cached_dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor, vectors=None) -> torch.Tensor:
+    def _cached_dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """:meth:`_dense_outputs` through the cache, keyed by each sequence's LM ids."""
         n = [int(x) for x in lengths.tolist()]
         S, T = fw_ids.shape[0], fw_ids.shape[1] - 1
         fw_np, bw_np = fw_ids.cpu().numpy(), bw_ids.cpu().numpy()
         keys = [fw_np[s, : n[s] + 1].tobytes() + bw_np[s, : n[s] + 1].tobytes() for s in range(S)]
-        if vectors is not None:
-            # the same ids (<unk>) can carry different vectors: the key holds the vectors read
-            words, fw_mask, bw_mask = (v.cpu().numpy() for v in vectors)
-            read = fw_mask[:, 1:] | bw_mask[:, :-1]  # (S, T)
-            keys = [
-                k + fw_mask[s, : n[s] + 1].tobytes() + bw_mask[s, : n[s] + 1].tobytes() + words[s, : n[s]][read[s, : n[s]]].tobytes()
-                for s, k in enumerate(keys)
-            ]
         rows: Dict[int, torch.Tensor] = {s: self._cache[k] for s, k in enumerate(keys) if k in self._cache}
         missing = [s for s in range(S) if s not in rows]
         if missing:
             idx = torch.as_tensor(missing, dtype=torch.long)
             T_m = max(n[s] for s in missing)
-            sub_vectors = None
-            if vectors is not None:
-                sub_vectors = (
-                    vectors[0][idx.to(vectors[0].device), :T_m],
-                    vectors[1][idx.to(vectors[1].device), : T_m + 1],
-                    vectors[2][idx.to(vectors[2].device), : T_m + 1],
-                )
             sub = self._dense_outputs(
                 fw_ids[idx.to(fw_ids.device), : T_m + 1],
                 bw_ids[idx.to(bw_ids.device), : T_m + 1],
                 lengths.cpu()[idx],
-                sub_vectors,
             )  # (M, T_m, D)
             for j, s in enumerate(missing):
                 row = sub[j, : n[s]].clone()  # (n_s, D)
@@ -202,9 +175,9 @@ class LMFeatures(nn.Module):
             out[s, : n[s]] = rows[s]
         return out
 
-    def forward(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor, vectors=None) -> torch.Tensor:
+    def forward(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """r_t = ReLU(W dropout([h_t; h_t^r]) + b), shape (S, T, out_dim); arguments as :meth:`dense_outputs`."""
-        h = self.dense_outputs(fw_ids, bw_ids, lengths, vectors)  # (S, T, D_f + D_b)
+        h = self.dense_outputs(fw_ids, bw_ids, lengths)  # (S, T, D_f + D_b)
         return torch.relu(self.proj(self.dropout(h)))  # (S, T, out_dim)
 
     def multiply_adds_per_token(self) -> Dict[str, int]:
@@ -262,6 +235,7 @@ class LDNetEmbedder(nn.Module):
         self.lm.clear_cache()
 
     def clamp_layer_masks(self) -> None:
+        """Clamp the LM layer masks to [0, 1] (see :meth:`LMFeatures.clamp_layer_masks`)."""
         self.lm.clamp_layer_masks()
 
     def forward(
@@ -276,18 +250,17 @@ class LDNetEmbedder(nn.Module):
         lm_bw_ids: torch.Tensor,
         lengths: torch.Tensor,
         case_ids: Optional[torch.Tensor] = None,
-        lm_vectors: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """
         Args: as :class:`CharWordEmbedder` and :meth:`LMFeatures.dense_outputs`
-            (``lm_vectors`` is its ``vectors``).
+            (``lm_fw_ids``, ``lm_bw_ids``, ``lengths``).
         Returns:
             (S, T, word_dim + char_out_dim + case_dim + lm.out_dim) float.
         """
         cw = self.char_word(
             word_rows, frozen_vectors, char_ids, char_lengths, fw_index, bw_index, case_ids
         )  # (S, T, Dw + Dc + Dcase)
-        r = self.lm(lm_fw_ids, lm_bw_ids, lengths, lm_vectors)  # (S, T, out_dim)
+        r = self.lm(lm_fw_ids, lm_bw_ids, lengths)  # (S, T, out_dim)
         return torch.cat([cw, r[:, : cw.shape[1]]], dim=-1)
 
 

@@ -4,6 +4,9 @@ LD-Net (Liu et al., EMNLP 2018, section 4.1): token features from an
 embedding sublayer, a word-level BiLSTM giving emission scores over BILUO
 (= IOBES) tags, a linear-chain CRF with a transition-constraint mask, trained
 by the negative log-likelihood (forward algorithm) and decoded by Viterbi.
+The model (:mod:`spacy_ldnet.ner.model`) does all of that on one cut of the
+batch; this component is the spaCy side: labels, gold BILUO tags from the
+examples, tag ids to ``doc.ents`` / ``doc.spans``, saving and loading.
 
 The same component labels other non-overlapping spans, such as CoNLL-2000
 chunks: with ``spans_key`` set it reads and writes ``doc.spans[spans_key]``
@@ -24,13 +27,23 @@ from spacy.pipeline.spancat import spancat_score
 from spacy.tokens import Doc
 from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Model
+from thinc.api import Model, set_dropout_rate
 from thinc.types import Floats2d
 
-from ..embed.featurize import Segments
-from ..thinc_utils import to_host, use_torch_params
+from ..sequences import Sequences
+from ..thinc_utils import use_torch_params
 from ..torch_utils import limit_heap_growth
-from .model import build_head, get_head, has_head
+from ..weights import WeightsError
+from .gold import gold_tag_ids
+from .model import (
+    build_head,
+    crf_loss,
+    cut,
+    decode,
+    emission_scores,
+    has_head,
+    input_width,
+)
 from .tags import allowed_transitions, biluo_tag_names
 
 DEFAULT_MODEL_CONFIG = """
@@ -51,7 +64,6 @@ char_width = 30
 char_hidden_width = 50
 char_output_width = 50
 char_dropout = 0.0
-max_sequence_length = 256
 load_glove_if_empty = true
 lm_vocab_size = 30000
 lm_embed_width = 50
@@ -104,7 +116,8 @@ class LDNetNER(TrainablePipe):
 
     Sequences: each doc is read as the token sequences of
     :func:`spacy_ldnet.sequences.sequence_spans` (its sentences, if set; else
-    windows of at most ``max_sequence_length`` tokens).
+    windows of at most the model's ``max_sequence_length`` tokens), cut once
+    per :meth:`predict` and once per :meth:`update`.
 
     Loss: CRF negative log-likelihood, summed over sequences and divided by
     their number. Sequences whose gold annotation is incomplete (missing or
@@ -249,12 +262,7 @@ class LDNetNER(TrainablePipe):
             )
         sample = [eg.predicted for eg in islice(get_examples(), 16)]
         self.model.initialize(X=sample or None)
-        tok2vec = self.model.get_ref("tok2vec")
-        if tok2vec.has_dim("nO") and tok2vec.get_dim("nO"):
-            width = int(tok2vec.get_dim("nO"))
-        else:
-            width = int(tok2vec.predict(sample)[0].shape[1])
-        self.cfg["input_width"] = width
+        self.cfg["input_width"] = input_width(self.model, sample)
         self._build_head()
 
     def _build_head(self) -> None:
@@ -270,21 +278,14 @@ class LDNetNER(TrainablePipe):
 
     # ----------------------------------------------------------------- predict
     def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
-        """Viterbi-decode each doc. Returns one (n_tokens,) int array of tag ids per doc."""
+        """Viterbi-decode each doc (:func:`spacy_ldnet.ner.model.decode`).
+        Returns one (n_tokens,) int array of tag ids per doc."""
         docs = list(docs)
         self._check_initialized()
         self._configure_worker_threads()
         if not any(len(doc) for doc in docs):
             return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
-        scores = self.model.predict(docs)
-        segments = Segments.from_docs(docs, self.model.attrs["max_sequence_length"])
-        head = get_head(self.model)
-        E, mask = self._pad(segments.split(scores), head)
-        paths, _ = head.crf.viterbi_decode(E, mask)
-        out = [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
-        for (i, s, e), path in zip(segments.spans, paths):
-            out[i][s:e] = path
-        return out
+        return decode(self.model, docs)
 
     def set_annotations(self, docs: Iterable[Doc], tag_ids: List[numpy.ndarray]) -> None:
         """Write the decoded spans to ``doc.ents``, or in spans mode to
@@ -312,69 +313,53 @@ class LDNetNER(TrainablePipe):
             return reference.ents
         return reference.spans.get(self.spans_key, [])
 
-    def _gold_tags(self, eg: Example) -> List[Optional[str]]:
-        """Gold BILUO tags over ``eg.predicted``'s tokens; None (or ``"-"``) where unknown."""
-        if self.spans_key is None:
-            return eg.get_aligned_ner()
-        return aligned_span_tags(eg, self.spans_key)
+    def _gold_tag_ids(self, examples: Sequence[Example], seqs: Sequences) -> List[Optional[List[int]]]:
+        """Gold tag ids per sequence (see :func:`spacy_ldnet.ner.gold.gold_tag_ids`)."""
+        return gold_tag_ids(examples, seqs, self.tag_names, self.spans_key)
 
     # -------------------------------------------------------------------- loss
-    def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
-        """CRF negative log-likelihood and its gradient w.r.t. the emission scores.
-
-        The gradient w.r.t. the CRF transition scores is accumulated in the torch
-        head's ``.grad`` and applied by ``finish_update``.
-        """
-        validate_examples(examples, "LDNetNER.get_loss")
-        batch = self.crf_batch(examples, scores)
-        d_scores = [self.model.ops.alloc2f(*s.shape) for s in scores]
-        if batch is None:
-            return 0.0, d_scores
-        segments, keep, E, tags, mask = batch
-        head = get_head(self.model)
-        loss = head.crf.neg_log_likelihood(E, tags, mask, reduction="sum") / len(keep)
-        loss.backward()
-        self.scatter_emission_grad(E.grad, segments, keep, d_scores)
-        return float(loss.item()), d_scores
-
-    def crf_batch(self, examples: Iterable[Example], scores: List[Floats2d]):
-        """The padded CRF inputs of a batch, or None if no sequence has complete gold tags.
-
-        Returns ``(segments, keep, E, tags, mask)``: the sequences of the docs
-        (:class:`Segments`), the indices of those whose gold tags are all known
-        (the others are left out of the loss), their emission scores ``E``
-        (S', T, K) float tensor requiring grad on the head's device, gold tag
-        ids ``tags`` (S', T) long and the (S', T) bool ``mask``.
-        """
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd=None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """One training step: cut the batch once, emission scores, CRF negative
+        log-likelihood (:func:`spacy_ldnet.ner.model.crf_loss`), backprop, and
+        ``finish_update(sgd)`` unless ``sgd`` is None. Adds the loss to
+        ``losses[self.name]`` and returns ``losses``."""
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
         examples = list(examples)
+        validate_examples(examples, "LDNetNER.update")
+        self._check_initialized()
         docs = [eg.predicted for eg in examples]
-        head = get_head(self.model)
-        tag_index = {name: i for i, name in enumerate(self.tag_names)}
-        segments = Segments.from_docs(docs, self.model.attrs["max_sequence_length"])
-        gold = [self._gold_tags(eg) for eg in examples]
-        keep: List[int] = []
-        gold_ids: List[List[int]] = []
-        for k, (i, s, e) in enumerate(segments.spans):
-            tags = gold[i][s:e]
-            if any(t is None or t == "-" or t not in tag_index for t in tags):
-                continue
-            keep.append(k)
-            gold_ids.append([tag_index[t] for t in tags])
-        if not keep:
-            return None
-        seq_scores = segments.split(scores)
-        E, mask = self._pad([seq_scores[k] for k in keep], head, requires_grad=True)
-        tags = torch.zeros(mask.shape, dtype=torch.long, device=E.device)
-        for row, ids in enumerate(gold_ids):
-            tags[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-        return segments, keep, E, tags, mask
+        if not any(len(doc) for doc in docs):
+            return losses
+        set_dropout_rate(self.model, drop)
+        seqs = cut(self.model, docs)
+        E, backprop = emission_scores(self.model, seqs, is_train=True)
+        loss, dE = crf_loss(self.model, E, seqs, self._gold_tag_ids(examples, seqs))
+        backprop(dE)
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
 
-    def scatter_emission_grad(self, grad, segments: Segments, keep: List[int], d_scores: List[Floats2d]) -> None:
-        """Write the (S', T, K) gradient of :meth:`crf_batch`'s ``E`` into the per-doc ``d_scores``."""
-        dE = grad.detach().float().cpu().numpy()  # (S', T, K)
-        for row, k in enumerate(keep):
-            i, s, e = segments.spans[k]
-            d_scores[i][s:e] = self.model.ops.asarray2f(dE[row, : e - s])
+    def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
+        """CRF negative log-likelihood and its gradient w.r.t. per-doc emission
+        scores (spaCy's ``get_loss``; :meth:`update` works on the padded batch
+        directly). The gradient w.r.t. the CRF transition scores accumulates in
+        the torch head's ``.grad`` and is applied by ``finish_update``."""
+        examples = list(examples)
+        validate_examples(examples, "LDNetNER.get_loss")
+        seqs = cut(self.model, [eg.predicted for eg in examples])
+        if not len(seqs):
+            return 0.0, [self.model.ops.alloc2f(*s.shape) for s in scores]
+        loss, dE = crf_loss(self.model, seqs.pad(scores, self.model.ops), seqs, self._gold_tag_ids(examples, seqs))
+        return loss, seqs.unpad(dE, self.model.ops)
 
     def finish_update(self, sgd) -> None:
         """Apply the accumulated gradients, then clamp any LM layer-selection
@@ -395,19 +380,6 @@ class LDNetNER(TrainablePipe):
         steps it with ``next()`` rather than entering it."""
         with use_torch_params(self.model, params), self.model.use_params(params):
             yield
-
-    @staticmethod
-    def _pad(seqs: Sequence[Floats2d], head: torch.nn.Module, requires_grad: bool = False):
-        """Per-sequence (len, K) arrays -> ((S, T, K) tensor, (S, T) bool mask) on the head's device."""
-        device = next(head.parameters()).device
-        lengths = [len(s) for s in seqs]
-        T, K = max(lengths), seqs[0].shape[1]
-        E = numpy.zeros((len(seqs), T, K), dtype="float32")
-        for row, s in enumerate(seqs):
-            E[row, : len(s)] = to_host(s)
-        mask = numpy.arange(T)[None, :] < numpy.asarray(lengths)[:, None]
-        Et = torch.from_numpy(E).to(device).requires_grad_(requires_grad)
-        return Et, torch.from_numpy(mask).to(device)
 
     def _configure_worker_threads(self) -> None:
         # nlp.pipe(n_process>1) forks workers: one torch thread each, or they
@@ -460,6 +432,8 @@ class LDNetNER(TrainablePipe):
             self._ensure_head_from_cfg()
             try:
                 self.model.from_bytes(p.read_bytes())
+            except WeightsError as e:  # its message already names the problem and the fix
+                raise type(e)(f"Could not load the ldnet_ner weights from {p}: {e}") from e
             except (ValueError, KeyError, RuntimeError, IndexError) as e:
                 raise ValueError(
                     f"Could not load the ldnet_ner weights from {p}: {e}. The file is corrupt or was "
@@ -474,42 +448,3 @@ class LDNetNER(TrainablePipe):
         }
         util.from_disk(path, deserialize, exclude)
         return self
-
-
-def aligned_span_tags(eg: Example, spans_key: str) -> List[Optional[str]]:
-    """Gold BILUO tags over ``eg.predicted`` from ``eg.reference.spans[spans_key]``.
-
-    The spans are aligned to the predicted tokens
-    (``Example.get_aligned_spans_y2x``, no overlap). A predicted token is
-    ``"O"`` only when it aligns to reference tokens that are all outside every
-    reference span; tokens of spans that do not align, or of spans that
-    overlap, are None (missing), so the loss leaves their sequence out, as
-    ``Example.get_aligned_ner`` does for entities. A reference without the
-    group ``spans_key`` is unannotated: all None.
-    """
-    x, y = eg.predicted, eg.reference
-    if spans_key not in y.spans:
-        return [None] * len(x)
-    y_spans = list(y.spans[spans_key])
-    tags: List[Optional[str]] = [None] * len(x)
-    for span in eg.get_aligned_spans_y2x(y_spans, allow_overlap=False):
-        if any(tags[i] is not None for i in range(span.start, span.end)):
-            continue  # cannot be encoded in one BILUO sequence
-        label = span.label_
-        if len(span) == 1:
-            tags[span.start] = f"U-{label}"
-        else:
-            tags[span.start] = f"B-{label}"
-            for i in range(span.start + 1, span.end - 1):
-                tags[i] = f"I-{label}"
-            tags[span.end - 1] = f"L-{label}"
-    inside = numpy.zeros((len(y),), dtype=bool)
-    for span in y_spans:
-        inside[span.start : span.end] = True
-    x2y = eg.alignment.x2y
-    for i in range(len(x)):
-        if tags[i] is None:
-            ys = numpy.asarray(x2y[i], dtype="int64")
-            if len(ys) and not inside[ys].any():
-                tags[i] = "O"
-    return tags

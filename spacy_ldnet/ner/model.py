@@ -1,12 +1,25 @@
-"""``spacy_ldnet.BiLSTMCRFTagger.v1`` / ``.v2``: the model of the ``ldnet_ner`` component
-(v2 adds locked, "variational", dropout; see :func:`build_bilstm_crf_tagger_v2`).
+"""``spacy_ldnet.BiLSTMCRFTagger.v1`` / ``.v2``: the model of the ``ldnet_ner`` component.
 
-``List[Doc] -> List[Floats2d]``: the embedding sublayer (any tok2vec-style
-layer: :func:`spacy_ldnet.embed.embedder.build_char_word_embedder`,
-``spacy.Tok2VecListener.v1``, ``spacy-transformers.TransformerListener.v1``)
-gives token features; a word BiLSTM gives emission scores, one
-(n_tokens, n_tags) array per doc. The CRF's transition scores live in the same
-torch module (``head.crf``) and are trained by the component's loss.
+The data path of one batch (LD-Net, Liu et al. EMNLP 2018, section 4.1;
+Lample et al. 2016, section 2), read top to bottom:
+
+1. :func:`cut`: docs -> :class:`spacy_ldnet.sequences.Sequences`, once per batch;
+2. :func:`emission_scores`: the embedding sublayer (``tok2vec``) gives token
+   features (S, T, nI), the word BiLSTM and a linear layer give emission
+   scores (S, T, K) over the K BILUO tags;
+3. the CRF of the same torch head (``head.crf``): :func:`viterbi_tags`
+   decodes (Viterbi), :func:`crf_loss` gives the negative log-likelihood of
+   the gold tags (forward algorithm) and its gradient.
+
+:func:`decode` runs 1-3 for ``predict``. The thinc forward pass
+(``model.predict(docs)``, ``model.begin_update(docs)``) runs 1-2 and returns
+the emission scores per doc, one (n_tokens, K) array each.
+
+``tok2vec`` is one of the package's embedders (they read the ``Sequences``
+batch and return (S, T, nI)) or any spaCy tok2vec-style layer, ``List[Doc] ->
+List[Floats2d]`` (``spacy.Tok2VecListener.v1``,
+``spacy-transformers.TransformerListener.v1``), whose per-doc output is padded
+with the same batch.
 
 The torch head is built once the tag inventory is known (``initialize``, or
 ``from_disk``/``from_bytes`` from the component's ``cfg`` before the weights),
@@ -21,63 +34,48 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d
 
-from ..thinc_utils import convert_padded_outputs, wrap_torch
-
-from ..embed.featurize import Segments
+from ..sequences import READS_SEQUENCES, Sequences
+from ..thinc_utils import convert_padded_outputs, torch_module, wrap_torch
 from .modules import BiLSTMCRFHead
+
+#: Longest token sequence read at once when the config does not say.
+DEFAULT_MAX_SEQUENCE_LENGTH = 256
 
 
 @registry.architectures("spacy_ldnet.BiLSTMCRFTagger.v1")
 def build_bilstm_crf_tagger(
-    tok2vec: Model[List[Doc], List[Floats2d]],
+    tok2vec: Model,
     *,
     hidden_width: int = 200,
     num_layers: int = 1,
     dropout: float = 0.5,
-    max_sequence_length: int = 256,
+    locked_dropout: bool = False,
+    max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
     mixed_precision: bool = False,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """Build the tagger: ``tok2vec`` -> word BiLSTM -> emission scores.
+    """Build the tagger: ``tok2vec`` -> word BiLSTM -> emission scores, plus the CRF.
 
     Args:
-        tok2vec: the embedding sublayer, ``List[Doc] -> List[Floats2d]``.
+        tok2vec: the embedding sublayer (see the module docstring).
         hidden_width: word LSTM width per direction.
         num_layers: stacked BiLSTM layers.
-        dropout: dropout on the BiLSTM input and output.
-        max_sequence_length: longest token sequence read at once (see
-            :func:`spacy_ldnet.sequences.sequence_spans`).
+        dropout: dropout on the BiLSTM input and output (training only).
+        locked_dropout: draw that dropout's mask once per sequence and feature,
+            shared by all the sequence's tokens (variational dropout, Gal &
+            Ghahramani 2016; Reimers & Gurevych 2017, section 7.3) instead of
+            once per token.
+        max_sequence_length: longest token sequence read at once, in tokens
+            (longer unsentenced docs are cut, see
+            :func:`spacy_ldnet.sequences.sequence_spans`). The one setting of
+            the cut: an embedder that also gives it must give the same value.
         mixed_precision: autocast on GPU (must stay False on CPU).
 
     Output: emission scores, one (n_tokens, n_tags) float32 array per doc.
+
+    Raises: ValueError if ``max_sequence_length`` < 1, or if ``tok2vec`` sets
+    its own ``max_sequence_length`` to another value (the message names both
+    values and the fix).
     """
-    return build_bilstm_crf_tagger_v2(
-        tok2vec,
-        hidden_width=hidden_width,
-        num_layers=num_layers,
-        dropout=dropout,
-        locked_dropout=False,
-        max_sequence_length=max_sequence_length,
-        mixed_precision=mixed_precision,
-    )
-
-
-@registry.architectures("spacy_ldnet.BiLSTMCRFTagger.v2")
-def build_bilstm_crf_tagger_v2(
-    tok2vec: Model[List[Doc], List[Floats2d]],
-    *,
-    hidden_width: int = 200,
-    num_layers: int = 1,
-    dropout: float = 0.5,
-    locked_dropout: bool = True,
-    max_sequence_length: int = 256,
-    mixed_precision: bool = False,
-) -> Model[List[Doc], List[Floats2d]]:
-    """``BiLSTMCRFTagger.v1`` plus ``locked_dropout``: with it (the default), the
-    dropout on the word BiLSTM's input and output draws one mask per sequence
-    and feature, shared by all the sequence's tokens (variational dropout, Gal &
-    Ghahramani 2016; recommended for BiLSTM-CRF taggers by Reimers & Gurevych
-    2017, section 7.3). v1 draws one mask per token. Other arguments and the
-    output are as in v1. Prediction is identical (dropout is off)."""
     return Model(
         "ldnet_bilstm_crf_tagger",
         _forward,
@@ -89,19 +87,55 @@ def build_bilstm_crf_tagger_v2(
             "hidden_width": hidden_width,
             "num_layers": num_layers,
             "dropout": dropout,
-            "max_sequence_length": max_sequence_length,
+            "max_sequence_length": _one_max_sequence_length(max_sequence_length, tok2vec),
             "mixed_precision": mixed_precision,
             "locked_dropout": locked_dropout,
         },
     )
 
 
+@registry.architectures("spacy_ldnet.BiLSTMCRFTagger.v2")
+def build_bilstm_crf_tagger_v2(
+    tok2vec: Model,
+    *,
+    hidden_width: int = 200,
+    num_layers: int = 1,
+    dropout: float = 0.5,
+    locked_dropout: bool = True,
+    max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
+    mixed_precision: bool = False,
+) -> Model[List[Doc], List[Floats2d]]:
+    """``BiLSTMCRFTagger.v1`` with ``locked_dropout`` on by default. Arguments,
+    output and errors as v1."""
+    return build_bilstm_crf_tagger(**locals())
+
+
+def _one_max_sequence_length(tagger_value: int, tok2vec: Model) -> int:
+    """The tagger's ``max_sequence_length``, checked against the one an embedder
+    may carry (configs written before it had one place give it twice)."""
+    if int(tagger_value) < 1:
+        raise ValueError(
+            f"max_sequence_length must be >= 1, got {tagger_value}. Fix: set max_sequence_length in "
+            f"[components.ldnet_ner.model] to a positive number of tokens ({DEFAULT_MAX_SEQUENCE_LENGTH} by default)."
+        )
+    embedder_value = tok2vec.attrs.get("max_sequence_length")
+    if embedder_value is not None and int(embedder_value) != int(tagger_value):
+        raise ValueError(
+            f"max_sequence_length is set twice and the values disagree: {tagger_value} in the tagger "
+            f"([components.ldnet_ner.model]) and {embedder_value} in its embedder "
+            f"([components.ldnet_ner.model.tok2vec]). Fix: set it once, in [components.ldnet_ner.model], "
+            f"and delete it from the tok2vec block."
+        )
+    return int(tagger_value)
+
+
 def has_head(model: Model) -> bool:
+    """True once the torch head (BiLSTM + emission layer + CRF) is built."""
     return model.has_ref("head")
 
 
 def get_head(model: Model) -> BiLSTMCRFHead:
-    """The torch head (BiLSTM + emission + CRF).
+    """The torch head (BiLSTM + emission layer + CRF).
 
     Raises: ValueError if the tag inventory is not set yet.
     """
@@ -110,7 +144,7 @@ def get_head(model: Model) -> BiLSTMCRFHead:
             "The ldnet_ner model has no output layer yet: its labels are unknown. "
             "Fix: call nlp.initialize() (with training examples or labels) before using the component."
         )
-    return model.get_ref("head").shims[0]._model
+    return torch_module(model.get_ref("head"))
 
 
 def build_head(model: Model, input_width: int, constraint_mask: numpy.ndarray) -> None:
@@ -148,32 +182,143 @@ def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
     # The tok2vec is initialised here; the head is built by the component,
     # which knows the labels (it needs the input width, read from a sample).
     tok2vec = model.get_ref("tok2vec")
-    if X is not None:
-        tok2vec.initialize(X=X)
-    else:
+    if X is None:
         tok2vec.initialize()
+    elif tok2vec.attrs.get(READS_SEQUENCES):
+        tok2vec.initialize(X=cut(model, X))
+    else:
+        tok2vec.initialize(X=X)
 
 
-def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+# ----------------------------------------------------------------- data path
+def cut(model: Model, docs: Sequence[Doc]) -> Sequences:
+    """The batch's sequences, cut at the tagger's ``max_sequence_length``."""
+    return Sequences.from_docs(docs, model.attrs["max_sequence_length"])
+
+
+def input_width(model: Model, docs: Sequence[Doc]) -> int:
+    """nI, the width of ``tok2vec``'s features: its ``nO``, or read from its output on ``docs``."""
+    tok2vec = model.get_ref("tok2vec")
+    if tok2vec.has_dim("nO") and tok2vec.get_dim("nO"):
+        return int(tok2vec.get_dim("nO"))
+    X = tok2vec.predict(cut(model, docs) if tok2vec.attrs.get(READS_SEQUENCES) else list(docs))
+    return int(X.shape[-1] if hasattr(X, "shape") else X[0].shape[1])
+
+
+def token_features(model: Model, seqs: Sequences, is_train: bool) -> Tuple[Floats3d, Callable]:
+    """``tok2vec``'s features of the sequences, (S, T, nI) zero-padded, and the
+    backprop that takes their (S, T, nI) gradient."""
+    tok2vec = model.get_ref("tok2vec")
+    if tok2vec.attrs.get(READS_SEQUENCES):
+        return tok2vec(seqs, is_train)
+    X, bp_X = tok2vec(list(seqs.docs), is_train)  # one (n_tokens, nI) array per doc
+    if not len(seqs):
+        width = X[0].shape[1] if X else model.get_dim("nI")
+        return model.ops.alloc3f(0, 0, width), lambda d: bp_X([model.ops.alloc2f(0, width) for _ in X])
+    return seqs.pad(X, model.ops), lambda dX: bp_X(seqs.unpad(dX, model.ops))
+
+
+def emission_scores(model: Model, seqs: Sequences, is_train: bool) -> Tuple[Floats3d, Callable]:
+    """Emission scores of the sequences, (S, T, K) float32, zero at padded
+    positions, and the backprop that takes their (S, T, K) gradient.
+
+    Raises: ValueError before ``initialize`` (no head, see :func:`get_head`).
+    """
     get_head(model)  # raises a clear error before initialize
-    head = model.get_ref("head")
-    n_tags = model.get_dim("nO")
-    X, bp_X = model.get_ref("tok2vec")(docs, is_train)
-    segments = Segments.from_docs(docs, model.attrs["max_sequence_length"])
-    if not segments.spans:
-        return [model.ops.alloc2f(0, n_tags) for _ in docs], lambda dY: bp_X([model.ops.alloc2f(0, x.shape[1]) for x in X])
-    lengths = segments.lengths.tolist()
-    Xpad = model.ops.pad(segments.split(X))  # (S, T, nI)
-    E3d, bp_E = head((Xpad, segments.lengths), is_train)  # (S, T, n_tags)
-    Y = segments.join(model.ops.unpad(E3d, lengths), len(docs), n_tags, model.ops)
+    X, bp_X = token_features(model, seqs, is_train)  # (S, T, nI)
+    if not len(seqs):
+        return model.ops.alloc3f(0, 0, model.get_dim("nO")), lambda dE: bp_X(model.ops.alloc3f(*X.shape))
+    lengths = numpy.asarray(seqs.lengths, dtype="int64")
+    E, bp_E = model.get_ref("head")((X, lengths), is_train)  # (S, T, K)
+    return E, lambda dE: bp_X(bp_E(dE))
 
-    def backprop(dY: List[Floats2d]) -> List[Floats2d]:
-        dXpad = bp_E(model.ops.pad(segments.split(dY)))  # (S, T, nI)
-        dX_seqs = model.ops.unpad(dXpad, lengths)
-        dX = segments.join(dX_seqs, len(docs), X[0].shape[1], model.ops)
-        return bp_X(dX)
 
-    return Y, backprop
+def viterbi_tags(model: Model, E: Floats3d, seqs: Sequences) -> List[numpy.ndarray]:
+    """The best allowed tag path of every sequence (Viterbi, see
+    :meth:`spacy_ldnet.ner.crf.ConditionalRandomField.viterbi_decode`), as one
+    (n_tokens,) int64 array of tag ids per doc."""
+    out = [numpy.zeros((len(doc),), dtype="int64") for doc in seqs.docs]
+    if not len(seqs):
+        return out
+    head = get_head(model)
+    Et, mask = emission_tensor(head, E, seqs.lengths)
+    paths, _ = head.crf.viterbi_decode(Et, mask)
+    for (i, s, e), path in zip(seqs.spans, paths):
+        out[i][s:e] = path
+    return out
+
+
+def decode(model: Model, docs: Sequence[Doc]) -> List[numpy.ndarray]:
+    """Tag every doc: cut, emission scores, Viterbi. One (n_tokens,) int64
+    array of tag ids per doc.
+
+    Raises: ValueError before ``initialize`` (see :func:`get_head`).
+    """
+    seqs = cut(model, docs)
+    E, _ = emission_scores(model, seqs, is_train=False)
+    return viterbi_tags(model, E, seqs)
+
+
+def crf_loss(
+    model: Model, E: Floats3d, seqs: Sequences, gold: Sequence[Optional[Sequence[int]]]
+) -> Tuple[float, Floats3d]:
+    """CRF negative log-likelihood of the gold tag paths and its gradient w.r.t. ``E``.
+
+    Args:
+        E: (S, T, K) emission scores of ``seqs`` (as :func:`emission_scores`).
+        gold: per sequence, its ``lengths[s]`` gold tag ids, or None to leave
+            the sequence out of the loss (incomplete annotation).
+    Returns:
+        ``(loss, dE)``: the NLL in nats, summed over the kept sequences and
+        divided by their number (0.0 if none is kept), and its (S, T, K)
+        gradient (0 on left-out sequences and padding). The gradient w.r.t.
+        the CRF transition scores accumulates in the head's ``.grad``, applied
+        by ``finish_update``.
+    """
+    dE = model.ops.alloc3f(*E.shape)
+    keep = [k for k, tags in enumerate(gold) if tags is not None]
+    if not keep:
+        return 0.0, dE
+    head = get_head(model)
+    lengths = seqs.lengths
+    Et, mask = emission_tensor(head, E[keep], [lengths[k] for k in keep], requires_grad=True)
+    tags = gold_tensor([gold[k] for k in keep], mask)
+    loss = head.crf.neg_log_likelihood(Et, tags, mask, reduction="sum") / len(keep)
+    loss.backward()
+    dE[keep] = model.ops.asarray3f(torch2xp(Et.grad.detach().float()))
+    return float(loss.item()), dE
+
+
+def emission_tensor(head: torch.nn.Module, E, lengths: Sequence[int], requires_grad: bool = False):
+    """(S, T, K) emission scores -> ``(E, mask)`` on the head's device: a
+    float tensor (a leaf requiring grad if asked) and the (S, T) bool mask,
+    True on the first ``lengths[s]`` positions of row s."""
+    device = next(head.parameters()).device
+    Et = xp2torch(E, device=device).float().detach()  # a leaf; no copy for a float32 array on the device
+    mask = numpy.arange(Et.shape[1])[None, :] < numpy.asarray(lengths)[:, None]
+    return Et.requires_grad_(requires_grad), torch.from_numpy(mask).to(device)
+
+
+def gold_tensor(gold: Sequence[Sequence[int]], mask: torch.Tensor) -> torch.Tensor:
+    """Gold tag ids per sequence -> (S, T) long tensor on ``mask``'s device (0 at padding)."""
+    tags = torch.zeros(mask.shape, dtype=torch.long, device=mask.device)
+    for row, ids in enumerate(gold):
+        tags[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+    return tags
+
+
+# ------------------------------------------------------------- thinc forward
+def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    """Emission scores per doc: :func:`cut`, then :func:`emission_scores`, unpadded."""
+    seqs = cut(model, docs)
+    E, backprop = emission_scores(model, seqs, is_train)
+    if not len(seqs):
+        return [model.ops.alloc2f(0, E.shape[2]) for _ in docs], lambda dY: backprop(model.ops.alloc3f(*E.shape))
+
+    def backprop_docs(dY: List[Floats2d]):
+        return backprop(seqs.pad(dY, model.ops))
+
+    return seqs.unpad(E, model.ops), backprop_docs
 
 
 def _convert_inputs(model: Model, inputs, is_train: bool):
@@ -184,4 +329,3 @@ def _convert_inputs(model: Model, inputs, is_train: bool):
         return torch2xp(d_inputs.args[0])
 
     return ArgsKwargs(args=(Xtorch, torch.from_numpy(lengths)), kwargs={}), convert_from_torch_backward
-

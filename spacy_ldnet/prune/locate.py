@@ -13,7 +13,7 @@ from . import PruneError
 
 LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
 #: Every version of the LM embedder whose config block pruning rewrites.
-LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2", "spacy_ldnet.LMEmbedder.v3")
+LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2")
 
 
 def find_lm_pipe(nlp: Language) -> Tuple[str, Any]:
@@ -43,7 +43,6 @@ def set_mask_learning(pipe, learn: bool) -> None:
     node = find_lm_embedder(pipe.model)
     if node is None:
         raise PruneError("The component has no ldnet_lm_embedder layer.")
-    node.attrs["learn_layer_masks"] = bool(learn)
     lm_module(pipe).set_learn_masks(bool(learn))
 
 
