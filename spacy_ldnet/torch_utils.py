@@ -10,9 +10,8 @@ def native_cpu_lstm() -> Iterator[None]:
     """Run LSTMs with torch's native CPU kernel instead of oneDNN.
 
     The native kernel handles packed, variable-length batches at least as
-    fast as oneDNN on one thread, and faster when the cores are shared;
-    ``benchmarks/lstm_kernels.py`` and ``benchmarks/ner_train_predict.py``
-    (``--onednn``) compare the two. No effect on GPU.
+    fast as oneDNN on one thread, and faster when the cores are shared
+    (docs/results.md, "Settings chosen by measurement"). No effect on GPU.
     """
     prev = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False

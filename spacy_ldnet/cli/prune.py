@@ -56,7 +56,7 @@ def check_output(output_dir: Path, trained_pipeline: Path) -> None:
 
 @app.command("prune")
 def prune_command(
-    trained_pipeline: Path = typer.Argument(..., help="A trained pipeline (e.g. training/conll03_ldnet/model-best) whose component uses an LM embedder (spacy_ldnet.LMEmbedder.v1-v3)."),
+    trained_pipeline: Path = typer.Argument(..., help="A trained pipeline (e.g. training/conll03_ldnet/model-best) whose component uses an LM embedder (spacy_ldnet.LMEmbedder.v1 or .v2)."),
     output_dir: Path = typer.Argument(..., help="Output directory: model-pruned/, prune.json, layer_masks.png, state/ (rerunning resumes from state/)."),
     train: Path = typer.Option(..., "--train", help="Training data (.spacy) for the continued training."),
     dev: Path = typer.Option(..., "--dev", help="Dev data (.spacy): selects the state that is kept."),
