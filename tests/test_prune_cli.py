@@ -58,10 +58,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 
 
 def readme_prune_command() -> list:
-    """The ``spacy-ldnet prune`` line of the README, as words."""
-    found = re.findall(r"^spacy-ldnet prune .*$", (REPO / "README.md").read_text(encoding="utf8"), flags=re.M)
+    """The README's ``spacy-ldnet prune`` command (with its backslash-continued lines), as words."""
+    found = re.findall(r"^spacy-ldnet prune (?:.*\\\n)*.*$", (REPO / "README.md").read_text(encoding="utf8"), flags=re.M)
     assert len(found) == 1, found
-    return shlex.split(found[0])
+    return shlex.split(found[0].replace("\\\n", " "))
 
 
 def test_readme_prune_example_runs_on_a_freshly_trained_pipeline(trained, tmp_path):

@@ -1,9 +1,8 @@
-"""``spacy-ldnet cut-lms`` (and project/prune_lms.py, which calls it): an LM pair
+"""``spacy-ldnet cut-lms``: an LM pair
 cut to a layer selection, for training a tagger on it from scratch."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +14,7 @@ from conftest import assert_well_formed, make_examples, make_nlp, tiny_model_con
 from test_prune_cli import assert_one_line_error
 from test_lm_embedder import LM_LAYERS, tiny_lm_embedder, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
 
-SCRIPT = Path(__file__).resolve().parents[1] / "project" / "prune_lms.py"
 CUT_LMS = [sys.executable, "-m", "spacy_ldnet.cli", "cut-lms"]
-
-
-def run_script(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
 
 
 def cut_lms(*args) -> subprocess.CompletedProcess:
@@ -29,7 +23,7 @@ def cut_lms(*args) -> subprocess.CompletedProcess:
 
 def test_pruned_pair_equals_masked_full_pair(tiny_lm_path, tmp_path):
     keep = {"forward": [], "backward": [0, 2]}
-    out = run_script(tiny_lm_path, tmp_path / "sel", "--forward", "", "--backward", "0,2")
+    out = cut_lms(tiny_lm_path, tmp_path / "sel", "--forward", "", "--backward", "0,2")
     assert out.returncode == 0, out.stderr
     ids = torch.randint(3, 20, (2, 7))
     lengths = torch.tensor([7, 4])
