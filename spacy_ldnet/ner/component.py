@@ -395,56 +395,38 @@ class LDNetNER(TrainablePipe):
         if self.cfg.get("labels") and self.cfg.get("input_width") and not has_head(self.model):
             self._build_head()
 
-    def to_bytes(self, *, exclude=tuple()) -> bytes:
-        serialize = {
-            "cfg": lambda: srsly.json_dumps(self.cfg),
-            "vocab": lambda: self.vocab.to_bytes(exclude=exclude),
-            "model": lambda: self.model.to_bytes(),
-        }
-        return util.to_bytes(serialize, exclude)
+    # to_bytes / to_disk: TrainablePipe's (cfg, vocab, model).
+    def _load_weights(self, data: bytes, source: str) -> None:
+        """Build the head from the restored ``cfg``, then load the weights.
+
+        Raises: ValueError naming ``source``: corrupt weights, or weights saved
+        with another model config."""
+        self._ensure_head_from_cfg()
+        try:
+            self.model.from_bytes(data)
+        except WeightsError as e:  # its message already names the problem and the fix
+            raise type(e)(f"Could not load the ldnet_ner weights from {source}: {e}") from e
+        except (ValueError, KeyError, RuntimeError, IndexError) as e:
+            raise ValueError(
+                f"Could not load the ldnet_ner weights from {source}: {e}. The file is corrupt or was "
+                f"saved with a different model config. Fix: re-save the pipeline, or check that its "
+                f"config.cfg matches the one it was trained with."
+            ) from e
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "LDNetNER":
-        def load_model(b: bytes) -> None:
-            self._ensure_head_from_cfg()
-            self.model.from_bytes(b)
-
         deserialize = {
             "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
-            "model": load_model,
+            "model": lambda b: self._load_weights(b, "bytes"),
         }
         util.from_bytes(bytes_data, deserialize, exclude)
         return self
 
-    def to_disk(self, path, *, exclude=tuple()) -> None:
-        path = util.ensure_path(path)
-        serialize = {
-            "cfg": lambda p: srsly.write_json(p, self.cfg),
-            "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
-            "model": lambda p: p.write_bytes(self.model.to_bytes()),
-        }
-        util.to_disk(path, serialize, exclude)
-
     def from_disk(self, path, *, exclude=tuple()) -> "LDNetNER":
-        path = util.ensure_path(path)
-
-        def load_model(p) -> None:
-            self._ensure_head_from_cfg()
-            try:
-                self.model.from_bytes(p.read_bytes())
-            except WeightsError as e:  # its message already names the problem and the fix
-                raise type(e)(f"Could not load the ldnet_ner weights from {p}: {e}") from e
-            except (ValueError, KeyError, RuntimeError, IndexError) as e:
-                raise ValueError(
-                    f"Could not load the ldnet_ner weights from {p}: {e}. The file is corrupt or was "
-                    f"saved with a different model config. Fix: re-save the pipeline, or check that its "
-                    f"config.cfg matches the one it was trained with."
-                ) from e
-
         deserialize = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
-            "model": load_model,
+            "model": lambda p: self._load_weights(p.read_bytes(), str(p)),
         }
-        util.from_disk(path, deserialize, exclude)
+        util.from_disk(util.ensure_path(path), deserialize, exclude)
         return self
