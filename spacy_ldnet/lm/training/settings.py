@@ -108,7 +108,9 @@ class PretrainConfig:
         self._check_numbers()
         self._check_paths()
         if self.max_steps is None and self.max_time is None:
-            raise PretrainError("Give --max-steps and/or --max-time; the data stream never ends.")
+            raise PretrainError(
+                "No stopping rule: the data stream never ends. Fix: give --max-steps and/or --max-time."
+            )
         if self.device.startswith("cuda"):
             import torch
 
@@ -122,18 +124,22 @@ class PretrainConfig:
 
     def _check_choices(self) -> None:
         if self.direction not in ("forward", "backward"):
-            raise PretrainError(f"--direction must be forward or backward, got {self.direction!r}")
+            raise PretrainError(f"--direction must be forward or backward, got {self.direction!r}. Fix: --direction forward.")
         if self.output_layer not in OUTPUT_LAYERS:
-            raise PretrainError(f"--output-layer must be one of {OUTPUT_LAYERS}, got {self.output_layer!r}")
+            raise PretrainError(
+                f"--output-layer must be one of {', '.join(OUTPUT_LAYERS)}, got {self.output_layer!r}. Fix: pick one of those."
+            )
         if self.input_embeddings not in ("glove", "random"):
-            raise PretrainError(f"--input-embeddings must be 'glove' or 'random', got {self.input_embeddings!r}")
+            raise PretrainError(
+                f"--input-embeddings must be glove or random, got {self.input_embeddings!r}. Fix: pick one of those."
+            )
         if self.input_embeddings == "glove" and self.embed_dim != 50:
             raise PretrainError(
                 f"GloVe 6B input vectors have 50 dimensions but --embed-dim is {self.embed_dim}. "
                 f"Fix: --embed-dim 50, or --input-embeddings random."
             )
         if not (self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device)):
-            raise PretrainError(f"--device must be cpu or cuda[:N], got {self.device!r}")
+            raise PretrainError(f"--device must be cpu or cuda[:N], got {self.device!r}. Fix: e.g. --device cpu or --device cuda:0.")
 
     def _check_numbers(self) -> None:
         minimum = {"layers": 0, "hidden": 1, "embed_dim": 1, "batch_size": 1, "min_count": 1,
@@ -143,23 +149,23 @@ class PretrainConfig:
         for name, low in minimum.items():
             value = getattr(self, name)
             if value is not None and value < low:
-                raise PretrainError(f"{_option(name)} must be >= {low}, got {value}")
+                raise PretrainError(f"{_option(name)} must be >= {low}, got {value}. Fix: {_option(name)} {low} or more.")
         if self.max_time is not None and not self.max_time > 0:
-            raise PretrainError(f"--max-time must be > 0 seconds, got {self.max_time}")
+            raise PretrainError(f"--max-time must be > 0 seconds, got {self.max_time}. Fix: a positive duration, e.g. 40m.")
         if not 0.0 <= self.dropout < 1.0:
-            raise PretrainError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise PretrainError(f"--dropout must be in [0, 1), got {self.dropout}. Fix: e.g. --dropout 0.1.")
         if not 0.0 <= self.layer_dropout <= 1.0:
-            raise PretrainError(f"--layer-dropout must be in [0, 1], got {self.layer_dropout}")
+            raise PretrainError(f"--layer-dropout must be in [0, 1], got {self.layer_dropout}. Fix: e.g. --layer-dropout 0.1.")
         if not self.lr > 0:
-            raise PretrainError(f"--lr must be > 0, got {self.lr}")
+            raise PretrainError(f"--lr must be > 0, got {self.lr}. Fix: e.g. --lr 0.001.")
         if not self.clip >= 0:
-            raise PretrainError(f"--clip must be >= 0 (0: off), got {self.clip}")
+            raise PretrainError(f"--clip must be >= 0, got {self.clip}. Fix: e.g. --clip 5, or --clip 0 for no clipping.")
         if any(c < 1 for c in self.cutoffs):
-            raise PretrainError(f"--cutoffs must be positive integers, got {list(self.cutoffs)}")
+            raise PretrainError(f"--cutoffs must be positive integers, got {list(self.cutoffs)}. Fix: e.g. --cutoffs 4000,20000.")
 
     def _check_paths(self) -> None:
         if not self.train:
-            raise PretrainError("Give at least one --train file.")
+            raise PretrainError("No training file. Fix: give at least one --train file.")
         for path in self.train:
             _check_file("--train", path, "a text file with one tokenized sentence per line (plain or .gz)")
         if self.valid is not None:
