@@ -23,7 +23,7 @@ import torch
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_FILES = (STATE_JSON, STATE_TENSORS)
-PICKLE_STATE_FILE = "trainer_state.pt"  # the earlier, pickle-based format; never loaded
+PICKLE_STATE_FILE = "trainer_state.pt"  # a pickled state: refused, never loaded
 FORMAT = "spacy-ldnet-trainer-state"
 VERSION = 1
 
