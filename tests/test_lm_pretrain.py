@@ -2,7 +2,7 @@
 
 All runs use tiny models (2-3 layers, width 16-32) on tiny corpora written by
 the tests, one torch thread per process. The 2-process DDP test
-(``pytest -k ddp``) starts ``torchrun`` and takes ~15-30 s on 2 CPU cores.
+(``pytest -k ddp``) starts ``torchrun`` with two processes.
 """
 import json
 import os
