@@ -59,13 +59,13 @@ def pretrain_lm(
     start_buffer: int = typer.Option(0, "--start-buffer", help="A new run starts reading the corpus at this buffer (of --buffer-size sentences), e.g. past the text an --init-from LM has seen (spacy-ldnet lm-info prints it)."),
 ) -> None:
     """Pretrain a densely connected LSTM language model (LD-Net / ELMo-C) on tokenized text."""
+    options = dict(locals())
     from ..lm.checkpoint import LMCheckpointError
     from ..lm.data import LMDataError
-    from ..lm.pretrain import PretrainConfig, PretrainError, parse_duration, pretrain
+    from ..lm.pretrain import PretrainConfig, PretrainError, pretrain
 
-    settings = dict(locals())
     try:
-        summary = pretrain(PretrainConfig(**_config_kwargs(settings, parse_duration)))
+        summary = pretrain(PretrainConfig(**_config_kwargs(options)))
     except (PretrainError, LMDataError, LMCheckpointError, ValueError) as e:
         _fail(str(e))
     except OSError as e:
@@ -95,8 +95,14 @@ def _parse_cutoffs(text: str) -> Tuple[int, ...]:
         raise ValueError(f"--cutoffs {text!r} is not a comma-separated list of integers. Fix: e.g. --cutoffs 4000,20000.") from None
 
 
-def _config_kwargs(s: dict, parse_duration) -> dict:
-    """The :class:`PretrainConfig` fields for the command's option values ``s``."""
+def _config_kwargs(s: dict) -> dict:
+    """The :class:`PretrainConfig` fields for the command's option values ``s``.
+
+    Raises:
+        ValueError: ``--cutoffs`` or ``--max-time`` cannot be parsed (the message names the value).
+    """
+    from ..lm.pretrain import parse_duration
+
     kwargs = {k: s[k] for k in (
         "direction", "output_layer", "layers", "hidden", "embed_dim", "dropout", "layer_dropout",
         "input_embeddings", "freeze_input", "min_count", "batch_size", "lr", "clip", "device", "amp",
