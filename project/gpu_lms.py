@@ -3,12 +3,11 @@
 Usage: python project/gpu_lms.py OUT [--data .devdata] [--device cuda:0] [--max-time 420s]
        [--batch 256] [--hidden 128] [--init-from-shipped] [--runs runs_gpu] [--chunk-mb 15]
 
-For a machine that cannot see ../shared/data and has torch, numpy, safetensors and
-typer but no spaCy (the device tool's GPU machine). ``--data`` is the folder
-``python project/lm_shard.py DIR`` writes: ``wiki_shard.tok.txt``, ``wiki_valid.tok.txt``
-and ``glove_vocab30k.50d.txt``, each plain, ``.gz`` or ``.xz`` (an ``.xz`` file is
-decompressed to the run folder first: xz packed the Wikipedia shard about 1.44x smaller per line than gzip,
-which matters under the tool's 64 MiB carry limit).
+For a machine that cannot read the data folder and has torch, numpy,
+safetensors and typer but no spaCy. ``--data`` is the folder
+``python project/lm_shard.py DIR`` writes: ``wiki_shard.tok.txt``,
+``wiki_valid.tok.txt`` and ``glove_vocab30k.50d.txt``, each plain, ``.gz`` or
+``.xz`` (an ``.xz`` file is decompressed to the run folder first).
 
 Each direction runs ``spacy-ldnet pretrain-lm`` with the shipped LMs' settings
 (``pretrain_lms.pretrain_lm_command``) except the batch (``--batch`` sentences), the
@@ -21,8 +20,8 @@ are float16, in OUT/lms/{forward,backward}. Runs go to ``--runs`` and resume.
 
 With ``--chunk-mb N`` (N > 0) OUT/lms and the logs are also packed into one tar
 (``OUT/lms.tar``, no compression: float16 weights do not shrink) and split into
-``OUT/lms.tar.part-NN`` files of at most N MiB, since the device tool returns files of
-at most 16 MiB; ``cat OUT/lms.tar.part-* | tar -x -C DEST`` joins them.
+``OUT/lms.tar.part-NN`` files of at most N MiB, for transfers that limit the
+size of a file; ``cat OUT/lms.tar.part-* | tar -x -C DEST`` joins them.
 
 Exits non-zero, naming the direction and its log, when a run fails.
 """

@@ -1,23 +1,20 @@
-"""Inputs for continuing the shipped LMs on a GPU machine that cannot see ../shared/data.
+"""Inputs for continuing the shipped LMs on a GPU machine that cannot read the data folder.
 
 Usage: python project/lm_shard.py OUT_DIR [--data-dir ../shared/data] [--skip-tokens 13500000]
        [--max-bytes 23000000] [--max-lines 0] [--xz] [--valid-tokens 60000]
        [--vocab spacy_ldnet/lm/default/forward/vocab.txt]
 
-The device tool sends the checkout and at most 64 MiB with it, so the whole
-Wikipedia training file (87 MB gzipped) cannot travel. This writes to OUT_DIR
-(``.devdata`` is the folder ``project/gpu_lms.py`` reads; git ignores it):
+Only a limited amount of data travels with the checkout to such a machine, so
+the whole Wikipedia training file cannot. This writes to OUT_DIR (``.devdata``
+is the folder ``project/gpu_lms.py`` reads; git ignores it):
 
 * ``wiki_shard.tok.txt.gz``: whole lines of ``lm/wiki_en.train.tok.txt.gz``
-  after the first ``--skip-tokens`` tokens (the shipped LMs saw the first
-  12.5M and 9.0M tokens of that file), until the gzipped shard is larger than
-  ``--max-bytes`` (checked every 20,000 lines) or has ``--max-lines`` lines
-  (0: no cap). With the defaults: 11,651,379 tokens, 440,000 lines, 23.1 MB.
-  ``--xz`` then recompresses the shard and the GloVe rows with xz (preset 9,
-  ``.xz`` files instead of ``.gz``), about 1.44x smaller per line on Wikipedia: the 10 x 224 LMs'
-  run (docs/results.md) used ``--skip-tokens 0 --max-bytes 42000000
-  --max-lines 750000 --xz``: the first 750,000 lines of wiki_en.train
-  (19,905,891 tokens by ``wc -w``) in 27,268,772 bytes.
+  after the first ``--skip-tokens`` tokens (the default starts past the text
+  the shipped LMs were trained on, see their ``extra.tokens_seen``), until the
+  gzipped shard is larger than ``--max-bytes`` (checked every 20,000 lines) or
+  has ``--max-lines`` lines (0: no cap). ``--xz`` then recompresses the shard
+  and the GloVe rows with xz (preset 9, ``.xz`` files instead of ``.gz``),
+  which packs tokenized text tighter than gzip.
 * ``wiki_valid.tok.txt.gz``: the first lines of ``lm/wiki_en.valid.tok.txt.gz``
   up to ``--valid-tokens`` tokens (validation reads the first 20,000 targets,
   so figures match ``benchmarks/lm_valid.py``).
@@ -76,7 +73,7 @@ def write_head(src: Path, dest: Path, max_tokens: int) -> int:
 
 def write_glove_subset(vocab_path: Path, dest: Path, glove=None) -> int:
     """Write to ``dest`` the GloVe rows that pretraining looks up for the LM vocabulary
-    ``vocab_path`` (each token lower-cased, as in ``spacy_ldnet.lm.pretrain``)."""
+    ``vocab_path`` (each token lower-cased, as pretraining looks them up)."""
     from spacy_ldnet.glove import load_glove
 
     wanted = {t.lower() for t in Vocab.load(vocab_path).tokens}

@@ -1,21 +1,12 @@
-"""Tests for the LM data pipeline (spacy_ldnet.lm.data): no model, no spaCy."""
+"""Tests for the LM corpus reading, vocabulary and training batches: no model, no spaCy."""
 import gzip
 import itertools
 
 import pytest
 import torch
 
-from spacy_ldnet.lm.data import (
-    SPECIAL_TOKENS,
-    BatchStream,
-    LMDataError,
-    Vocab,
-    build_vocab,
-    count_tokens,
-    iter_eval_batches,
-    iter_sentences,
-    make_example,
-)
+from spacy_ldnet.lm.data import SPECIAL_TOKENS, LMDataError, Vocab, build_vocab, count_tokens, iter_sentences
+from spacy_ldnet.lm.training.batches import BatchStream, iter_eval_batches, make_example
 
 torch.set_num_threads(1)
 

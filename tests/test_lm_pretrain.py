@@ -2,7 +2,7 @@
 
 All runs use tiny models (2-3 layers, width 16-32) on tiny corpora written by
 the tests, one torch thread per process. The 2-process DDP test
-(``pytest -k ddp``) starts ``torchrun`` and takes ~15-30 s on 2 CPU cores.
+(``pytest -k ddp``) starts ``torchrun`` with two processes.
 """
 import json
 import os
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from spacy_ldnet.lm.checkpoint import load_lm
+from spacy_ldnet.lm.training.state import load_state
 from spacy_ldnet.lm.pretrain import (
     PretrainConfig,
     PretrainError,
@@ -186,13 +187,17 @@ def test_corrupt_or_missing_checkpoint_errors(tmp_path):
         pretrain(cfg)
     assert "--no-resume" in str(e.value)
     weights.write_bytes(data)
-    # corrupt training state
-    state = ckpt / "trainer_state.pt"
-    state.write_bytes(b"not a torch file")
-    with pytest.raises(PretrainError, match="trainer_state.pt"):
-        pretrain(cfg)
-    state.unlink()
-    with pytest.raises(PretrainError, match="trainer_state.pt"):
+    # corrupt training state: either of its two files
+    for name in ("trainer_state.json", "trainer_state.safetensors"):
+        state = ckpt / name
+        good = state.read_bytes()
+        state.write_bytes(good[: len(good) // 2])
+        with pytest.raises(PretrainError, match=name) as e:
+            pretrain(cfg)
+        assert "--no-resume" in str(e.value)
+        state.write_bytes(good)
+    (ckpt / "trainer_state.json").unlink()
+    with pytest.raises(PretrainError, match="trainer_state.json"):
         pretrain(cfg)
     # pointer to a missing directory
     (Path(cfg.output) / "checkpoints" / "latest").write_text("step-00000099\n")
@@ -237,14 +242,34 @@ def test_cli_runs(tmp_path):
     assert bad.exit_code == 1 and "direction" in bad.output
 
 
+# the pretrain-lm entry point of torchrun, recording the threads left once the command has
+# returned (Linux: /proc/self/task/*/comm), before the interpreter shuts down
+_CLI_RECORDING_THREADS = """
+import json, os, sys
+from spacy_ldnet.cli.pretrain_lm import main
+try:
+    main()
+except SystemExit:
+    task = "/proc/self/task"
+    names = [open(f"{{task}}/{{t}}/comm").read().strip() for t in os.listdir(task)] if os.path.isdir(task) else ["?"]
+    with open(os.path.join({out!r}, "threads-" + os.environ["RANK"] + ".json"), "w") as f:
+        json.dump(names, f)
+    raise
+"""
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names need Linux /proc")
 def test_ddp_two_processes(tmp_path):
-    """torchrun, 2 CPU processes x 1 thread (gloo): loss falls, ranks end identical."""
+    """torchrun, 2 CPU processes x 1 thread (gloo): loss falls, ranks end identical,
+    and no gloo thread outlives the command (one would abort the process at exit)."""
     corpus = _corpus(tmp_path / "c.txt", n=400)
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    script = tmp_path / "run_cli.py"
+    script.write_text(_CLI_RECORDING_THREADS.format(out=str(tmp_path)), encoding="utf-8")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", "-m", "spacy_ldnet.cli.pretrain_lm",
+           "--standalone", str(script),
            "--train", str(corpus), "--valid", str(corpus), "--output", str(out),
            "--output-layer", "softmax", "--input-embeddings", "random", "--embed-dim", "16",
            "--layers", "2", "--hidden", "16", "--batch-size", "8", "--buffer-size", "40",
@@ -260,10 +285,14 @@ def test_ddp_two_processes(tmp_path):
     valid = [r["valid_loss"] for r in log if r["event"] == "valid"]
     assert train[-1] < 0.7 * train[0] and valid[-1] < valid[0]
     # both shards were read: tokens per step ~ 2 x (one rank's batch)
-    state = torch.load(out / "checkpoints" / "step-00000060" / "trainer_state.pt", weights_only=True)
-    assert [d["rank"] for d in state["data"]] == [0, 1]
+    state = load_state(out / "checkpoints" / "step-00000060")
+    assert [d["rank"] for d in state["data"]] == [0, 1] and len(state["rng"]) == 2
     model, _, _ = load_lm(out / "model")
     assert param_digest(model) == metrics["param_digests"][0]
+    # the gloo worker threads were joined before the interpreter began to shut down
+    threads = {r: json.loads((tmp_path / f"threads-{r}.json").read_text()) for r in (0, 1)}
+    for rank, names in threads.items():
+        assert names and not [n for n in names if "gloo" in n], (rank, names)
 
 
 def _valid_loss(log):
@@ -303,20 +332,20 @@ def test_start_buffer_skips_the_first_buffers(tmp_path):
     cfg = _cfg(tmp_path, name="skip", train=[str(corpus)], valid=str(corpus), buffer_size=40,
                batch_size=8, max_steps=5, start_buffer=1, checkpoint_every=1000, eval_every=1000)
     seen = []
-    from spacy_ldnet.lm import pretrain as pt
+    from spacy_ldnet.lm.training.batches import BatchStream
 
-    orig = pt.BatchStream.__iter__
+    orig = BatchStream.__iter__
 
     def spy(self):
         for b in orig(self):
             seen.append(b.token_ids.clone())
             yield b
 
-    pt.BatchStream.__iter__ = spy
+    BatchStream.__iter__ = spy
     try:
         pretrain(cfg)
     finally:
-        pt.BatchStream.__iter__ = orig
+        BatchStream.__iter__ = orig
     vocab = (Path(cfg.output) / "vocab.txt").read_text().split("\n")
     alpha, beta = vocab.index("alpha"), vocab.index("beta")
     ids = torch.cat([t.flatten() for t in seen])

@@ -4,7 +4,9 @@ Prints the direction, layers, widths, parameter counts (encoder LSTMs / input
 embedding / output layer / total) and the encoder's multiply-adds per token
 (gate matrix products only, see
 :meth:`spacy_ldnet.lm.model.DenseLSTMEncoder.multiply_adds_per_token`).
-``--json`` prints the same as one JSON object.
+``--json`` prints the same as one JSON object. An unreadable checkpoint
+ends the command with one line on stderr naming the file and the fix, exit
+status 1.
 """
 import json
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any, Dict
 import typer
 
 from . import app
+from .usage_errors import OneLineUsageErrors
 
 
 def lm_info(path: Path) -> Dict[str, Any]:
@@ -64,7 +67,7 @@ def format_lm_info(info: Dict[str, Any]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-@app.command("lm-info")
+@app.command("lm-info", cls=OneLineUsageErrors)
 def lm_info_command(
     path: Path = typer.Argument(..., help="LM checkpoint directory (config.json, model.safetensors, vocab.txt)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -75,7 +78,7 @@ def lm_info_command(
     try:
         info = lm_info(path)
     except LMCheckpointError as e:
-        typer.echo(f"Error: {e}", err=True)
+        typer.echo("Error: " + str(e).replace("\n", " "), err=True)
         raise typer.Exit(code=1)
     if as_json:
         typer.echo(json.dumps(info, indent=2))

@@ -1,17 +1,20 @@
 """Dense LSTM language model (LD-Net) with softmax, adaptive and continuous (ELMo-C) outputs.
 
-Self-contained: depends on torch (and numpy / safetensors), never on spaCy or
-thinc. Public API:
+The runtime: the model, its output layers and its checkpoints. Depends on
+torch (and numpy / safetensors), never on spaCy or thinc. Public API:
 
-* :class:`LMConfig`, :class:`DenseLSTMEncoder`, :class:`DenseLSTMLM`,
-  :class:`LMOutput`, :func:`reverse_padded`, :func:`dense_output_columns`
-  (``model.py``)
+* :class:`LMConfig` (``config.py``)
+* :class:`DenseLSTMEncoder`, :func:`reverse_padded`, :func:`dense_output_columns`
+  (``encoder.py``)
+* :class:`DenseLSTMLM`, :class:`LMOutput` (``model.py``, which re-exports the above)
 * :class:`SoftmaxOutput`, :class:`AdaptiveSoftmaxOutput`,
   :class:`ContinuousOutput`, :func:`build_output_layer`,
   :func:`vmf_log_normaliser`, :func:`glove_target_table` (``outputs.py``)
 * :func:`save_lm`, :func:`load_lm`, :func:`read_lm_config`,
-  :class:`LMCheckpointError`
-  (``checkpoint.py``)
+  :class:`LMCheckpointError` (``checkpoint.py``)
+
+Corpus text and vocabularies are in :mod:`spacy_ldnet.lm.data`; pretraining
+is in :mod:`spacy_ldnet.lm.training` (entry point :mod:`spacy_ldnet.lm.pretrain`).
 """
 from .model import (
     CONTINUOUS_OUTPUTS,

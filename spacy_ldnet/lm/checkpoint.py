@@ -23,8 +23,8 @@ Layout (format ``"spacy-ldnet-lm"``, version 1)::
   ``config.json`` is written last, so a directory with a ``config.json`` is
   complete.
 * Resumable training state (optimizer, step, RNG, data position) is stored
-  beside these files by :mod:`spacy_ldnet.lm.pretrain`, not here; ``extra``
-  carries small JSON-able metadata (e.g. step, validation perplexity).
+  beside these files by :mod:`spacy_ldnet.lm.training.checkpoints`, not here;
+  ``extra`` carries small JSON-able metadata (e.g. step, validation figures).
 """
 import json
 import os
@@ -133,6 +133,12 @@ def read_lm_config(path: Union[str, Path]) -> Tuple[LMConfig, Dict[str, Any]]:
             format or version, invalid config values.
     """
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise LMCheckpointError(
+            f"{folder} is a file, not an LM checkpoint directory. Fix: pass the directory that holds "
+            f"{CONFIG_FILE}, {WEIGHTS_FILE} and {VOCAB_FILE}"
+            + (f" ({folder.parent})." if folder.name in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE) else ".")
+        )
     if not folder.is_dir():
         raise LMCheckpointError(
             f"LM checkpoint directory not found: {folder}. Fix: pass the directory written by "
@@ -140,9 +146,13 @@ def read_lm_config(path: Union[str, Path]) -> Tuple[LMConfig, Dict[str, Any]]:
         )
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.is_file():
+        if (folder / "model" / CONFIG_FILE).is_file():
+            fix = f"pass {folder / 'model'}, the final model of this pretraining run"
+        else:
+            fix = "use another checkpoint or re-save the model"
         raise LMCheckpointError(
             f"{cfg_path} is missing, so {folder} is not a complete LM checkpoint (an interrupted "
-            f"save leaves no config.json). Fix: use another checkpoint or re-save the model."
+            f"save leaves no config.json). Fix: {fix}."
         )
     try:
         meta = json.loads(cfg_path.read_text(encoding="utf8"))
