@@ -169,9 +169,27 @@ def test_path_segments_reads_biluo_paths_and_rejects_broken_ones():
     names = biluo_tag_names(["PER", "LOC"])
     layout = TagLayout.from_tag_names(names, ["PER", "LOC"])
     ids = [names.index(t) for t in ["U-LOC", "O", "B-PER", "I-PER", "L-PER", "B-LOC", "L-LOC"]]
-    assert path_segments(ids, layout).tolist() == [[0, 0, 1], [2, 4, 0], [5, 6, 1]]
-    with pytest.raises(ValueError, match="BILUO"):
-        path_segments([names.index("B-PER"), 0], layout)
+    second = [names.index(t) for t in ["O", "U-PER"]]
+    got = path_segments([ids, [0], second], layout).tolist()
+    assert got == [[0, 0, 0, 1], [0, 2, 4, 0], [0, 5, 6, 1], [2, 1, 1, 0]]
+    for broken in ([[names.index("B-PER"), 0]], [[names.index("B-PER")], [names.index("L-PER")]]):
+        with pytest.raises(ValueError, match="BILUO"):
+            path_segments(broken, layout)
+
+
+def test_marginals_stay_finite_and_exact_for_large_scores():
+    """The forward pass of the marginals (max-shifted products) agrees with the
+    training forward pass (logsumexp) where scores are far apart."""
+    crf = make_crf(9, allowed_transitions(biluo_tag_names(["A", "B"])), seed=9)
+    emissions, mask = padded([6, 3], 9, seed=10)
+    for scale in (1.0, 30.0, 300.0):
+        with torch.no_grad():
+            post = crf.forward_backward(emissions * scale, mask)
+            log_z = crf.log_partition(emissions * scale, mask)
+        assert torch.allclose(post.log_z, log_z, rtol=1e-12, atol=1e-9)
+        marg = tag_marginals(post)
+        assert torch.isfinite(marg).all()
+        assert torch.allclose(marg.sum(dim=2)[mask], torch.ones(9, dtype=torch.float64))
 
 
 # ------------------------------------------------------------------ component

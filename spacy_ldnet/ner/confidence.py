@@ -20,13 +20,15 @@ lies in (0, 1].
 """
 import math
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 import torch
 from spacy.tokens import Doc, Span, SpanGroup
 from thinc.api import Model
+from thinc.types import Floats3d
 
+from ..sequences import Sequences
 from .crf import Posterior, segment_log_probs, tag_marginals
 from .model import cut, emission_scores, posterior, viterbi_paths
 from .tags import BEGIN, INSIDE, LAST, OUTSIDE, UNIT, split_tag
@@ -82,30 +84,35 @@ class TagLayout(NamedTuple):
             raise ValueError(f"Every label needs B, I, L and U tags; the inventory is {list(tag_names)}.")
         return cls(ids[BEGIN], ids[INSIDE], ids[LAST], ids[UNIT], prefix, label_of)
 
-    def queries(self, row: int, starts, ends, labels) -> numpy.ndarray:
+    def queries(self, rows, starts, ends, labels) -> numpy.ndarray:
         """(N, 6) rows ``(row, s, e, first, inside, last)`` for
         :func:`spacy_ldnet.ner.crf.segment_log_probs`; ``e`` inclusive,
-        ``first = U-X`` where ``s == e``, else ``B-X``."""
-        starts, ends, labels = (numpy.asarray(a, dtype="int64") for a in (starts, ends, labels))
+        ``first = U-X`` where ``s == e``, else ``B-X``. Each argument: (N,) ints."""
+        rows, starts, ends, labels = (numpy.asarray(a, dtype="int64").reshape(-1) for a in (rows, starts, ends, labels))
         first = numpy.where(starts == ends, self.unit[labels], self.begin[labels])
         last = numpy.where(starts == ends, self.unit[labels], self.last[labels])
-        rows = numpy.full(len(starts), row, dtype="int64")
         return numpy.stack([rows, starts, ends, first, self.inside[labels], last], axis=1).reshape(-1, 6)
 
 
-def path_segments(path: Sequence[int], layout: TagLayout) -> numpy.ndarray:
-    """The spans of one well-formed BILUO tag path: (n, 3) int64 rows
-    ``(start, end, label)``, ``end`` inclusive, in order.
+def path_segments(paths: Sequence[Sequence[int]], layout: TagLayout) -> numpy.ndarray:
+    """The spans of well-formed BILUO tag paths: (N, 4) int64 rows
+    ``(path, start, end, label)``, ``end`` inclusive, in order (vectorised
+    over all paths at once).
 
-    Raises: ValueError if the path is not well-formed (a B without its L).
+    Raises: ValueError if a path is not well-formed (a B without its L).
     """
-    prefix = layout.prefix[numpy.asarray(path, dtype="int64")]
+    lengths = numpy.array([len(p) for p in paths], dtype="int64")  # (S,)
+    tags = numpy.concatenate([numpy.asarray(p, dtype="int64") for p in paths]) if len(paths) else lengths  # (n,)
+    rows = numpy.repeat(numpy.arange(len(paths)), lengths)  # (n,)
+    positions = numpy.arange(len(tags)) - numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)  # (n,)
+    prefix = layout.prefix[tags]  # (n,)
     opens = numpy.flatnonzero((prefix == BEGIN) | (prefix == UNIT))
     closes = numpy.flatnonzero((prefix == LAST) | (prefix == UNIT))
-    if len(opens) != len(closes) or (len(opens) and ((closes < opens).any() or (opens[1:] <= closes[:-1]).any())):
-        raise ValueError(f"Not a well-formed BILUO path: {list(prefix)}.")
-    labels = layout.label[numpy.asarray(path, dtype="int64")[opens]] if len(opens) else opens
-    return numpy.stack([opens, closes, labels], axis=1).reshape(-1, 3)
+    if len(opens) != len(closes) or (
+        len(opens) and ((closes < opens).any() or (opens[1:] <= closes[:-1]).any() or (rows[opens] != rows[closes]).any())
+    ):
+        raise ValueError(f"Not a well-formed BILUO path: {[list(layout.prefix[p]) for p in paths]}.")
+    return numpy.stack([rows[opens], positions[opens], positions[closes], layout.label[tags[opens]]], axis=1).reshape(-1, 4)
 
 
 def span_probabilities(post: Posterior, queries: numpy.ndarray) -> numpy.ndarray:
@@ -129,8 +136,7 @@ def candidate_queries(marginals: numpy.ndarray, layout: TagLayout, threshold: fl
     out = []
     for label in range(len(layout.begin)):
         rows, pos = numpy.nonzero(keep[:, :, layout.unit[label]])
-        for r in numpy.unique(rows):
-            out.append(layout.queries(r, pos[rows == r], pos[rows == r], numpy.full((rows == r).sum(), label)))
+        out.append(layout.queries(rows, pos, pos, numpy.full(len(rows), label)))
         # (S, T + 1): number of positions before t whose I marginal is below the threshold
         gaps = numpy.pad(numpy.cumsum(~keep[:, :, layout.inside[label]], axis=1), ((0, 0), (1, 0)))
         for r in numpy.flatnonzero(keep[:, :, layout.begin[label]].any(axis=1)):
@@ -138,7 +144,7 @@ def candidate_queries(marginals: numpy.ndarray, layout: TagLayout, threshold: fl
             e = numpy.flatnonzero(keep[r, :, layout.last[label]])[None, :]  # (1, n_e)
             ok = (s < e) & (gaps[r, e] - gaps[r, numpy.minimum(s + 1, e)] == 0)  # (n_s, n_e)
             si, ei = numpy.nonzero(ok)
-            out.append(layout.queries(r, s[si, 0], e[0, ei], numpy.full(len(si), label)))
+            out.append(layout.queries(numpy.full(len(si), r), s[si, 0], e[0, ei], numpy.full(len(si), label)))
     return numpy.concatenate(out) if out else numpy.zeros((0, 6), dtype="int64")
 
 
@@ -180,47 +186,57 @@ def predict_docs(
     seqs = cut(model, docs)
     preds = [DocPrediction(numpy.zeros((len(doc),), dtype="int64"), numpy.zeros((0, 3), dtype="int64")) for doc in docs]
     if not len(seqs):
-        empty = [[] for _ in docs]
-        return _finish(preds, empty, empty, scored, candidates_threshold)
-    E, _ = emission_scores(model, seqs, is_train=False)
-    queries = []
-    for row, ((i, s, e), path) in enumerate(zip(seqs.spans, viterbi_paths(model, E, seqs))):
+        return _to_docs(preds, seqs, None, None, layout, scored, candidates_threshold)
+    E, paths, queries = viterbi_queries(model, seqs, layout)
+    for (i, s, e), path in zip(seqs.spans, paths):
         preds[i].tag_ids[s:e] = path
-        segs = path_segments(path, layout)
-        queries.append(layout.queries(row, segs[:, 0], segs[:, 1], segs[:, 2]))
-    queries = numpy.concatenate(queries)
-    probs = cands = cand_probs = None
+    probs = candidates = None
     if scored or candidates_threshold is not None:
         post = posterior(model, E, seqs, temperature)
         probs = span_probabilities(post, queries)
     if candidates_threshold is not None:
         cands = candidate_queries(tag_marginals(post).cpu().numpy(), layout, candidates_threshold)
         cand_probs = span_probabilities(post, cands)
-        cands, cand_probs = cands[cand_probs >= candidates_threshold], cand_probs[cand_probs >= candidates_threshold]
-    per_doc = _to_docs(len(docs), seqs.spans, queries, probs, layout)
-    per_doc_cands = _to_docs(len(docs), seqs.spans, cands, cand_probs, layout) if cands is not None else None
-    return _finish(preds, per_doc, per_doc_cands, scored, candidates_threshold)
+        candidates = (cands[cand_probs >= candidates_threshold], cand_probs[cand_probs >= candidates_threshold])
+    return _to_docs(preds, seqs, (queries, probs), candidates, layout, scored, candidates_threshold)
 
 
-def _to_docs(n_docs: int, seq_spans, queries, probs, layout: TagLayout) -> List[list]:
-    """Queries of sequence rows -> per doc, sorted ``(start, end, label, prob)`` in doc token offsets."""
-    out: List[list] = [[] for _ in range(n_docs)]
-    for k, (row, s, e, first, _, _) in enumerate(queries.tolist()):
-        i, offset, _ = seq_spans[row]
-        out[i].append((offset + s, offset + e + 1, int(layout.label[first]), None if probs is None else probs[k]))
-    return [sorted(spans, key=lambda x: x[:3]) for spans in out]
+def viterbi_queries(model: Model, seqs: Sequences, layout: TagLayout) -> Tuple[Floats3d, List[List[int]], numpy.ndarray]:
+    """Emission scores (S, T, K) of the sequences (S >= 1), their Viterbi
+    paths, and the (N, 6) queries (:meth:`TagLayout.queries`) of the paths' spans."""
+    E, _ = emission_scores(model, seqs, is_train=False)
+    paths = viterbi_paths(model, E, seqs)
+    segs = path_segments(paths, layout)
+    return E, paths, layout.queries(segs[:, 0], segs[:, 1], segs[:, 2], segs[:, 3])
 
 
-def _finish(preds, per_doc, per_doc_cands, scored: bool, candidates_threshold) -> List[DocPrediction]:
-    for d, pred in enumerate(preds):
-        spans = per_doc[d]
-        pred.spans = numpy.array([x[:3] for x in spans], dtype="int64").reshape(-1, 3)
-        if scored:
-            pred.scores = numpy.array([x[3] for x in spans], dtype="float32")
-        if candidates_threshold is not None:
-            cands = per_doc_cands[d]
-            pred.candidates = numpy.array([x[:3] for x in cands], dtype="int64").reshape(-1, 3)
-            pred.candidate_scores = numpy.array([x[3] for x in cands], dtype="float32")
+def _doc_rows(seqs: Sequences, queries: numpy.ndarray, probs, layout: TagLayout):
+    """Queries of sequence rows -> doc index (N,), spans (N, 3) ``(start, end
+    exclusive, label)`` in doc token offsets and float32 scores, sorted by doc,
+    start, end, label."""
+    where = numpy.array(seqs.spans, dtype="int64").reshape(-1, 3)  # (S, 3): doc, offset, end
+    doc = where[queries[:, 0], 0]
+    spans = numpy.stack([where[queries[:, 0], 1] + queries[:, 1], where[queries[:, 0], 1] + queries[:, 2] + 1,
+                         layout.label[queries[:, 3]]], axis=1).reshape(-1, 3)
+    order = numpy.lexsort((spans[:, 2], spans[:, 1], spans[:, 0], doc))
+    scores = None if probs is None else numpy.asarray(probs, dtype="float32")[order]
+    return doc[order], spans[order], scores
+
+
+def _to_docs(preds, seqs, viterbi, candidates, layout, scored: bool, candidates_threshold) -> List[DocPrediction]:
+    """Fill each doc's :class:`DocPrediction` from the batch's ``(queries, probabilities)``."""
+    empty = (numpy.zeros((0, 6), dtype="int64"), numpy.zeros((0,), dtype="float64"))
+    for field, pair in (("spans", viterbi), ("candidates", candidates)):
+        if field == "candidates" and candidates_threshold is None:
+            continue
+        doc, spans, scores = _doc_rows(seqs, *(pair or empty), layout)
+        bounds = numpy.searchsorted(doc, numpy.arange(len(preds) + 1))
+        for d, pred in enumerate(preds):
+            setattr(pred, field, spans[bounds[d] : bounds[d + 1]])
+            if field == "candidates":
+                pred.candidate_scores = scores[bounds[d] : bounds[d + 1]]
+            elif scored:
+                pred.scores = scores[bounds[d] : bounds[d + 1]]
     return preds
 
 

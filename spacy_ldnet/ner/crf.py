@@ -13,16 +13,12 @@ and ``p(y | E) = exp(s(y)) / Z`` with ``Z`` the sum of ``exp(s(y'))`` over all
 paths. Training minimises ``-log p(gold | E)``; inference takes the argmax path
 (Viterbi). Scores are unnormalised log-potentials (nats).
 
-Marginals (Sutton & McCallum 2012, "An Introduction to Conditional Random
-Fields", section 4.1): the forward (alpha) and backward (beta) recursions give
-``p(y_t = k | E)`` for every position and tag, and the probability of any
-segment ``y_s .. y_e`` of fixed tags (e.g. one entity's ``B-X I-X .. L-X``), as
-the sum over all allowed paths that contain it. An optional temperature ``tau``
-divides the emission and transition scores before normalising (temperature
-scaling, Guo et al. 2017); it leaves the Viterbi path unchanged.
-
-The module has three parts: the log-likelihood (training), decoding
-(Viterbi) and the marginals (forward-backward).
+Three parts: the log-likelihood (training), decoding (Viterbi) and the
+marginals (forward-backward; Sutton & McCallum 2012, "An Introduction to
+Conditional Random Fields", section 4.1): ``p(y_t = k | E)`` and the
+probability of a segment of fixed tags (one entity's ``B-X I-X .. L-X``), summed
+over the allowed paths, optionally at a temperature (scores divided by ``tau``,
+Guo et al. 2017; the Viterbi path does not change).
 
 Constraints: an optional bool mask of shape (K + 2, K + 2) (row/column ``K`` is
 START, ``K + 1`` is END, as built by
@@ -47,15 +43,10 @@ MaskLike = Union[Tensor, numpy.ndarray]
 
 
 class Posterior(NamedTuple):
-    """Forward-backward tables of one batch (see
-    :meth:`ConditionalRandomField.forward_backward`); log-space, nats.
-
-    ``log_alpha[b, t, k]``: log-sum of the scores of the allowed partial paths
-    over positions ``0 .. t`` that end in tag ``k`` (emission at ``t`` included).
-    ``log_beta[b, t, k]``: log-sum over the allowed continuations after a tag
-    ``k`` at ``t`` (transitions, emissions at ``t + 1 ..``, END).
-    Both are meaningless at padded positions.
-    """
+    """Forward-backward tables of one batch (:meth:`ConditionalRandomField.forward_backward`),
+    nats. ``log_alpha[b, t, k]``: log-sum over the allowed paths of positions
+    ``0 .. t`` ending in tag ``k``; ``log_beta[b, t, k]``: log-sum over their
+    allowed continuations after ``t`` (to END). Meaningless at padding."""
 
     log_alpha: Tensor  #: (B, T, K)
     log_beta: Tensor  #: (B, T, K)
@@ -221,18 +212,24 @@ class ConditionalRandomField(nn.Module):
         return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
 
     @staticmethod
-    def _forward_alphas(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor) -> Tensor:
+    def _forward_alphas(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, product: bool = False) -> Tensor:
         """Forward recursion: (B, T, K) ``log_alpha`` (see :class:`Posterior`);
-        at a padded position each row repeats its last real one."""
+        at a padded position each row repeats its last real one. ``product``:
+        each step's log-sum as a max-shifted matrix product
+        (:func:`_log_matmul_exp`, faster) instead of ``torch.logsumexp``."""
         T = emissions.shape[1]
+        # (K, K), (): exp(trans - shift), for the product form
+        exp_trans, shift = _exp_shifted(trans)
         # (B, K): log-sum of all paths of length 1 ending in each tag
         alpha = start.unsqueeze(0) + emissions[:, 0]
         alphas = [alpha]
         for t in range(1, T):
-            # (B, K, 1) + (1, K, K) + (B, 1, K) -> (B, K_prev, K_next)
-            scores = alpha.unsqueeze(2) + trans.unsqueeze(0) + emissions[:, t].unsqueeze(1)
-            # (B, K_next)
-            next_alpha = torch.logsumexp(scores, dim=1)
+            if product:
+                # (B, K_prev) -> (B, K_next)
+                next_alpha = _log_matmul_exp(alpha, exp_trans, shift) + emissions[:, t]
+            else:
+                # (B, K, 1) + (1, K, K) + (B, 1, K) -> (B, K_prev, K_next) -> (B, K_next)
+                next_alpha = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0) + emissions[:, t].unsqueeze(1), dim=1)
             # (B, K): padded sequences keep their final alpha
             alpha = torch.where(mask[:, t].unsqueeze(1), next_alpha, alpha)
             alphas.append(alpha)
@@ -384,17 +381,13 @@ class ConditionalRandomField(nn.Module):
     ) -> Posterior:
         """Forward and backward recursions over the allowed paths (sum-product).
 
-        emissions: (B, T, K) float; float64 is advised, since marginals are
-            differences of log-sums.
-        mask: (B, T) bool, left-aligned, every length >= 1 (None: all True).
-        temperature: ``tau > 0``; emission and transition scores are divided by
-            it (1.0: the model's own distribution).
+        emissions: (B, T, K) float (float64 advised: marginals are
+            differences of log-sums); mask: (B, T) as :meth:`log_partition`.
+        temperature: ``tau > 0``, divides emission and transition scores.
 
-        Returns: a :class:`Posterior` in the emissions' dtype and device;
-            differentiable (wrap in ``torch.no_grad()`` for inference).
-
-        Raises: ValueError on bad shapes or masks (as :meth:`log_partition`) or
-            a temperature that is not a finite number above 0.
+        Returns: a :class:`Posterior` in the emissions' dtype and device.
+        Raises: ValueError as :meth:`log_partition`, or a temperature that is
+            not a finite number above 0.
         """
         if not (isinstance(temperature, (int, float)) and 0.0 < float(temperature) < float("inf")):
             raise ValueError(f"temperature must be a finite number above 0, got {temperature!r}.")
@@ -404,29 +397,27 @@ class ConditionalRandomField(nn.Module):
             empty = emissions.new_zeros(0, T, K)
             return Posterior(empty, empty, emissions.new_zeros(0), empty, emissions.new_zeros(K, K), mask)
         start, trans, end = self._potentials(emissions, float(temperature))
-        # (B, T, K)
-        scaled = emissions / float(temperature)
-        # (B, T, K)
-        alphas = self._forward_alphas(scaled, mask, start, trans)
-        # (B, T, K)
-        betas = self._backward_betas(scaled, mask, trans, end)
-        # (B, K) -> (B,)
-        log_z = torch.logsumexp(alphas[:, -1] + end.unsqueeze(0), dim=1)
+        scaled = emissions / float(temperature)  # (B, T, K)
+        alphas = self._forward_alphas(scaled, mask, start, trans, product=True)  # (B, T, K)
+        betas = self._backward_betas(scaled, mask, trans, end)  # (B, T, K)
+        log_z = torch.logsumexp(alphas[:, -1] + end.unsqueeze(0), dim=1)  # (B, K) -> (B,)
         return Posterior(alphas, betas, log_z, scaled, trans, mask)
 
     @staticmethod
     def _backward_betas(emissions: Tensor, mask: Tensor, trans: Tensor, end: Tensor) -> Tensor:
         """Backward recursion: (B, T, K) ``log_beta`` (see :class:`Posterior`)."""
         B, T, K = emissions.shape
+        # (K_next, K_prev), (): exp(trans - shift), transposed
+        exp_trans, shift = _exp_shifted(trans.t())
         # (B, K): after the last real position only the END transition is left
         last = end.unsqueeze(0).expand(B, K)
         beta = last
         betas = [beta]
         for t in range(T - 2, -1, -1):
-            # (B, 1, K_next): the emission at t + 1 and everything after it
-            ahead = (emissions[:, t + 1] + beta).unsqueeze(1)
-            # (1, K_prev, K_next) + (B, 1, K_next) -> (B, K_prev)
-            stepped = torch.logsumexp(trans.unsqueeze(0) + ahead, dim=2)
+            # (B, K_next): the emission at t + 1 and everything after it
+            ahead = emissions[:, t + 1] + beta
+            # (B, K_next) -> (B, K_prev): log sum_j exp(trans[i, j] + ahead[j])
+            stepped = _log_matmul_exp(ahead, exp_trans, shift)
             # (B, K): where t + 1 is padding, t is the last real position (or padding)
             beta = torch.where(mask[:, t + 1].unsqueeze(1), stepped, last)
             betas.append(beta)
@@ -438,6 +429,20 @@ class ConditionalRandomField(nn.Module):
         at real positions, 0 at padded ones. Arguments and errors as
         :meth:`forward_backward`."""
         return tag_marginals(self.forward_backward(emissions, mask, temperature))
+
+
+def _exp_shifted(trans: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(exp(trans - shift), shift = max(trans))``: (K, K) in [0, 1], disallowed exactly 0."""
+    shift = trans.max()  # ()
+    return torch.exp(trans - shift), shift  # (K, K), ()
+
+
+def _log_matmul_exp(log_v: Tensor, exp_trans: Tensor, shift: Tensor) -> Tensor:
+    """``log(exp(log_v) @ exp(trans))`` for (B, K) ``log_v``, as ``log(exp(log_v - m)
+    @ exp_trans) + m + shift`` (``m`` the row maximum): no overflow; a sum whose
+    terms are all below ``e^-745`` of ``exp(m + shift)`` gives ``-inf``."""
+    m = log_v.max(dim=1, keepdim=True).values  # (B, 1)
+    return torch.log(torch.exp(log_v - m) @ exp_trans) + m + shift  # (B, K) @ (K, K) -> (B, K)
 
 
 def tag_marginals(post: Posterior) -> Tensor:
@@ -456,11 +461,9 @@ def segment_log_probs(post: Posterior, segments: Tensor) -> Tensor:
         the event is ``y_s = first, y_{s+1} .. y_{e-1} = inside, y_e = last``
         (BILUO: ``B-X, I-X, L-X``); for ``e = s`` it is ``y_s = first`` (``U-X``).
 
-    Returns: (N,) log-probabilities (nats, <= 0 up to rounding) in the
-        posterior's dtype: ``log_alpha[s, first] + transitions and emissions of
-        s+1 .. e + log_beta[e, last] - log_z``. Each segment costs O(1), via
-        cumulative sums of the emissions.
-
+    Returns: (N,) log-probabilities (nats, <= 0 up to rounding):
+        ``log_alpha[s, first] + scores of s+1 .. e + log_beta[e, last] - log_z``,
+        O(1) per segment via cumulative sums of the emissions.
     Raises: ValueError on a bad shape, a tag out of range or a segment outside
         its sequence.
     """
