@@ -169,8 +169,9 @@ def plot_reliability(panels: Dict[str, Tuple[List[Dict], float]], path: Path) ->
         width = bins[0]["upper"] - bins[0]["lower"]
         ax.bar([b["lower"] for b in full], [b["accuracy"] for b in full], width=width, align="edge",
                edgecolor="black", color="tab:blue", label="accuracy")
-        ax.bar([b["lower"] for b in full], [b["confidence"] - b["accuracy"] for b in full], bottom=[b["accuracy"] for b in full],
-               width=width, align="edge", color="tab:red", alpha=0.3, label="gap to confidence")
+        ax.bar([b["lower"] for b in full], [abs(b["confidence"] - b["accuracy"]) for b in full],
+               bottom=[min(b["confidence"], b["accuracy"]) for b in full], width=width, align="edge",
+               facecolor="none", edgecolor="tab:red", hatch="//", label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         for b in full:
             ax.text(b["lower"] + width / 2, 0.02, str(b["count"]), ha="center", fontsize=6, rotation=90)
