@@ -12,7 +12,7 @@ from scipy.special import logsumexp
 from spacy.tokens import Doc, DocBin
 
 from conftest import TRAIN_DATA, ents_of, tiny_model_config
-from spacy_ldnet.ner.confidence import TagLayout, path_segments
+from spacy_ldnet.ner.confidence import CONFIDENCE_DEFAULTS, TagLayout, check_settings, path_segments
 from spacy_ldnet.ner.crf import ConditionalRandomField, segment_log_probs, tag_marginals
 from spacy_ldnet.ner.model import get_head
 from spacy_ldnet.ner.tags import allowed_transitions, biluo_tag_names
@@ -305,3 +305,10 @@ def test_spans_mode_scores_the_spans_group(tmp_path):
 def test_bad_settings_raise_naming_the_setting(settings, named):
     with pytest.raises(ValueError, match=named):
         spacy.blank("en").add_pipe("ldnet_ner", config={"model": tiny_model_config(), **settings})
+
+
+def test_settings_default_and_unknown_ones_raise():
+    assert check_settings(None) == CONFIDENCE_DEFAULTS
+    assert check_settings("chunks", temperature=2.0)["temperature"] == 2.0
+    with pytest.raises(ValueError, match="no setting"):
+        check_settings(None, temprature=2.0)

@@ -163,6 +163,8 @@ def plot_reliability(panels: Dict[str, Tuple[List[Dict], float]], path: Path) ->
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), sharey=True, squeeze=False)
     for ax, (title, (bins, ece)) in zip(axes[0], panels.items()):
         full = [b for b in bins if b["count"]]
@@ -182,8 +184,6 @@ def plot_reliability(panels: Dict[str, Tuple[List[Dict], float]], path: Path) ->
     axes[0][0].set_ylabel("fraction of spans correct")
     axes[0][0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -188,13 +188,12 @@ class LDNetNER(TrainablePipe):
         *,
         scorer: Optional[Callable] = None,
         spans_key: Optional[str] = None,
-        scores_key: Optional[str] = SCORES_KEY,
-        threshold: float = 0.0,
-        candidates_key: Optional[str] = CANDIDATES_KEY,
-        candidates_threshold: Optional[float] = None,
-        temperature: float = 1.0,
+        **confidence,
     ):
-        check_settings(spans_key, scores_key, threshold, candidates_key, candidates_threshold, temperature)
+        """``confidence``: the settings of :data:`spacy_ldnet.ner.confidence.CONFIDENCE_DEFAULTS`
+        (``scores_key``, ``threshold``, ``candidates_key``, ``candidates_threshold``,
+        ``temperature``), each defaulting to its value there."""
+        settings = check_settings(spans_key, **confidence)
         if spans_key is not None and scorer is ner_score:
             raise ValueError(
                 f"ldnet_ner has spans_key={spans_key!r}, so it writes doc.spans[{spans_key!r}], but its "
@@ -211,11 +210,11 @@ class LDNetNER(TrainablePipe):
         self.name = name
         self.scorer = scorer
         self.spans_key = spans_key
-        self.scores_key = scores_key
-        self.threshold = float(threshold)
-        self.candidates_key = candidates_key
-        self.candidates_threshold = None if candidates_threshold is None else float(candidates_threshold)
-        self.temperature = float(temperature)
+        self.scores_key: Optional[str] = settings["scores_key"]
+        self.threshold = float(settings["threshold"])
+        self.candidates_key: Optional[str] = settings["candidates_key"]
+        self.candidates_threshold = None if settings["candidates_threshold"] is None else float(settings["candidates_threshold"])
+        self.temperature = float(settings["temperature"])
         self.cfg: Dict = {"labels": [], "input_width": None}
         self._torch_threads_pid = os.getpid()
         limit_heap_growth()  # see its docstring: keeps `spacy train` from growing ~10 MB/step

@@ -20,7 +20,7 @@ lies in (0, 1].
 """
 import math
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 import torch
@@ -263,10 +263,20 @@ def doc_tag_marginals(model: Model, docs: Sequence[Doc], temperature: float = 1.
     return out
 
 
-def check_settings(spans_key, scores_key, threshold, candidates_key, candidates_threshold, temperature) -> None:
-    """The component's span-group keys and confidence settings, each checked with
-    a message naming the setting, its value and the fix. Raises: ValueError."""
+def check_settings(spans_key: Optional[str], **confidence) -> Dict[str, Any]:
+    """The component's span-group keys and confidence settings
+    (:data:`CONFIDENCE_DEFAULTS` fills those not given), each checked with a
+    message naming the setting, its value and the fix.
+
+    Returns: every confidence setting. Raises: ValueError (an unknown setting too).
+    """
     where = "in [components.ldnet_ner]"
+    unknown = sorted(set(confidence) - set(CONFIDENCE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"ldnet_ner has no setting {unknown}. Fix: use {sorted(CONFIDENCE_DEFAULTS)} {where}.")
+    settings = {**CONFIDENCE_DEFAULTS, **confidence}
+    scores_key, threshold, temperature = settings["scores_key"], settings["threshold"], settings["temperature"]
+    candidates_key, candidates_threshold = settings["candidates_key"], settings["candidates_threshold"]
     if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
         raise ValueError(
             f"ldnet_ner spans_key must be a non-empty string or null, got {spans_key!r}. "
@@ -291,6 +301,7 @@ def check_settings(spans_key, scores_key, threshold, candidates_key, candidates_
         raise ValueError(f"ldnet_ner has candidates_threshold = {candidates_threshold} but candidates_key = null. Fix: set candidates_key {where}.")
     if not _is_number(temperature) or not 0.0 < temperature < math.inf:
         raise ValueError(f"ldnet_ner temperature must be a finite number above 0, got {temperature!r}. Fix: set temperature = 1.0 {where}, or fit it with spacy-ldnet calibrate.")
+    return settings
 
 
 def _is_number(value) -> bool:
