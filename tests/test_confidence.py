@@ -12,7 +12,14 @@ from scipy.special import logsumexp
 from spacy.tokens import Doc, DocBin
 
 from conftest import TRAIN_DATA, ents_of, tiny_model_config
-from spacy_ldnet.ner.confidence import CONFIDENCE_DEFAULTS, TagLayout, check_settings, path_segments
+from spacy_ldnet.ner.confidence import (
+    CONFIDENCE_DEFAULTS,
+    TagLayout,
+    candidate_queries,
+    check_settings,
+    path_segments,
+    span_probabilities,
+)
 from spacy_ldnet.ner.crf import ConditionalRandomField, segment_log_probs, tag_marginals
 from spacy_ldnet.ner.model import get_head
 from spacy_ldnet.ner.tags import allowed_transitions, biluo_tag_names
@@ -115,6 +122,26 @@ def test_general_segments_under_a_random_mask_equal_brute_force():
     for q, p in zip(queries.tolist(), got.tolist()):
         paths, probs = enumerate_paths(crf, emissions[q[0], : [5, 3][q[0]]].numpy())
         assert p == pytest.approx(brute_segment(paths, probs, *q[1:]), rel=1e-9, abs=1e-12), q
+
+
+@pytest.mark.parametrize("threshold", [0.02, 0.1, 0.4])
+def test_candidates_are_exactly_the_spans_above_the_threshold(threshold):
+    labels = ["PER", "LOC"]
+    layout = TagLayout.from_tag_names(biluo_tag_names(labels), labels)
+    crf = make_crf(9, allowed_transitions(biluo_tag_names(labels)), seed=11)
+    lengths = [5, 4, 1]
+    emissions, mask = padded(lengths, 9, seed=12)
+    with torch.no_grad():
+        post = crf.forward_backward(emissions * 0.5, mask)  # flatter: long spans get some mass
+    queries = candidate_queries(tag_marginals(post).numpy(), layout, threshold)
+    probs = span_probabilities(post, queries)
+    found = {tuple(q[:3]) + (int(layout.label[q[3]]),) for q, p in zip(queries.tolist(), probs) if p >= threshold}
+    every = biluo_queries(len(labels), lengths)
+    exact = segment_log_probs(post, every).exp().numpy()
+    expected = {tuple(q[:3]) + (int(layout.label[q[3]]),) for q, p in zip(every.tolist(), exact) if p >= threshold}
+    assert found == expected
+    if threshold < 0.05:
+        assert any(e - s >= 2 for _, s, e, _ in found)  # spans with an I-X inside are among them
 
 
 @pytest.mark.parametrize("length", [1, 2, 4])
