@@ -7,7 +7,7 @@ tag FOO), ``{good}`` (a valid CoNLL file) and ``{tmp}`` filled in at run time.
 The table must cover every command the console script registers, so a new
 command cannot ship without such a check. Detailed cases for each command
 live beside its other tests (test_cli_convert.py, test_conll.py,
-test_lm_*.py, test_prune_cli.py).
+test_lm_*.py, test_prune_cli.py, test_calibrate.py).
 """
 import subprocess
 import sys
@@ -28,6 +28,7 @@ BAD_INPUTS = [
     ("prune {missing} {tmp}/pruned --train {tmp}/t.spacy --dev {tmp}/d.spacy", "{missing}"),
     ("prune {file} {tmp}/pruned --train {tmp}/t.spacy --dev {tmp}/d.spacy", "{file}"),
     ("cut-lms {missing} {tmp}/cut --forward 0 --backward 0", "{missing}"),
+    ("calibrate {missing} {tmp}/dev.spacy {tmp}/calibrated", "{missing}"),
 ]
 
 

@@ -289,7 +289,7 @@ def test_the_batch_is_cut_once_per_predict_and_once_per_update(monkeypatch):
     calls = count_cuts(monkeypatch)
     tags = pipe.predict(docs)
     assert calls == [len(docs)]
-    assert [len(t) for t in tags] == [len(d) for d in docs]
+    assert [len(t.tag_ids) for t in tags] == [len(d) for d in docs]
     calls.clear()
     nlp.update(examples, sgd=optimizer, drop=0.1)
     assert calls == [len(examples)]

@@ -9,6 +9,8 @@ Properties, on the session's trained tiny pipeline (and an LM pipeline for 3):
 2. the output is well formed: entities inside the doc, non-empty, ordered,
    non-overlapping, known labels, consistent token IOB attributes, character
    offsets that slice the text to the entity text; the tokens are untouched;
+   the one other span group is ``doc.spans["ldnet_ner_scores"]``: the same
+   spans, each with a probability in (0, 1];
 3. the output does not depend on the batch: a doc annotated alone or in any
    batch of other docs, in any order and batch size, gets the same entities
    and the same emission scores;
@@ -28,6 +30,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from conftest import MAX_SEQUENCE_LENGTH, TRAIN_DATA, assert_well_formed, training_words
+from spacy_ldnet.ner.confidence import SCORES_KEY
 from test_lm_embedder import make_lm_nlp, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
 
 KEY = "chunks"
@@ -148,13 +151,23 @@ def check_entities(doc: Doc, labels: set, tokens: Sequence[str]) -> None:
     assert_well_formed(doc, labels)
     for ent in doc.ents:
         assert doc.text[ent.start_char : ent.end_char] == ent.text
-    assert len(doc.spans) == 0
+    assert list(doc.spans) == [SCORES_KEY]
+    check_scores(doc, triples(doc.ents))
+
+
+def check_scores(doc: Doc, spans: List[Tuple[int, int, str]]) -> None:
+    """The scores group holds ``spans``, one float32 probability in (0, 1] each."""
+    scores = numpy.asarray(doc.spans[SCORES_KEY].attrs["scores"])
+    assert triples(doc.spans[SCORES_KEY]) == spans
+    assert scores.dtype == numpy.float32 and scores.shape == (len(spans),)
+    assert ((scores > 0) & (scores <= 1)).all()
 
 
 def check_spans(doc: Doc, labels: set, tokens: Sequence[str]) -> None:
     """Property 2 in spans mode: ``doc.spans[KEY]`` well formed, ``doc.ents`` untouched."""
     assert [t.text for t in doc] == list(tokens)
-    assert KEY in doc.spans and list(doc.spans) == [KEY]
+    assert KEY in doc.spans and sorted(doc.spans) == sorted([KEY, SCORES_KEY])
+    check_scores(doc, triples(doc.spans[KEY]))
     assert doc.ents == () and all(t.ent_iob_ == "" for t in doc)
     prev_end = 0
     for span in doc.spans[KEY]:

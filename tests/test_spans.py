@@ -83,7 +83,8 @@ def test_spans_mode_overfits_and_writes_spans_not_ents(chunk_nlp):
     for doc in docs:
         assert type(doc.spans[KEY]).__name__ == "SpanGroup"
         assert len(doc.ents) == 0 and not doc.has_annotation("ENT_IOB")
-        assert list(doc.spans) == [KEY]
+        assert list(doc.spans) == [KEY, "ldnet_ner_scores"]  # the spans and their probabilities
+        assert spans_of([doc], "ldnet_ner_scores") == spans_of([doc])
 
 
 def test_spans_mode_leaves_existing_ents_untouched(chunk_nlp):
@@ -106,7 +107,7 @@ def test_ner_path_still_writes_ents(trained_nlp):
     examples = make_examples(trained_nlp)
     docs = list(trained_nlp.pipe([eg.reference.text for eg in examples]))
     assert ents_of(docs) == [[(e.start, e.end, e.label_) for e in eg.reference.ents] for eg in examples]
-    assert all(len(doc.spans) == 0 for doc in docs)
+    assert all(list(doc.spans) == ["ldnet_ner_scores"] for doc in docs)  # the entities' probabilities
     scores = trained_nlp.evaluate(examples)
     assert scores["ents_f"] == 1.0 and not any(k.startswith("spans_") for k in scores)
 

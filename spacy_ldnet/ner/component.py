@@ -11,6 +11,9 @@ examples, tag ids to ``doc.ents`` / ``doc.spans``, saving and loading.
 The same component labels other non-overlapping spans, such as CoNLL-2000
 chunks: with ``spans_key`` set it reads and writes ``doc.spans[spans_key]``
 instead of ``doc.ents`` (see :class:`LDNetNER`).
+
+Every predicted span also gets its probability under the CRF (exact
+marginals, :mod:`spacy_ldnet.ner.confidence`), in ``doc.spans[scores_key]``.
 """
 import os
 from itertools import islice
@@ -24,8 +27,8 @@ from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.pipeline.ner import ner_score
 from spacy.pipeline.spancat import spancat_score
-from spacy.tokens import Doc
-from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Model, set_dropout_rate
 from thinc.types import Floats2d
@@ -34,16 +37,19 @@ from ..sequences import Sequences
 from ..thinc_utils import use_torch_params
 from ..torch_utils import limit_heap_growth
 from ..weights import WeightsError
-from .gold import gold_tag_ids
-from .model import (
-    build_head,
-    crf_loss,
-    cut,
-    decode,
-    emission_scores,
-    has_head,
-    input_width,
+from .confidence import (
+    CANDIDATES_KEY,
+    CONFIDENCE_DEFAULTS,
+    SCORES_KEY,
+    DocPrediction,
+    TagLayout,
+    check_settings,
+    doc_tag_marginals,
+    predict_docs,
+    scored_group,
 )
+from .gold import gold_tag_ids
+from .model import build_head, crf_loss, cut, emission_scores, has_head, input_width
 from .tags import allowed_transitions, biluo_tag_names
 
 DEFAULT_MODEL_CONFIG = """
@@ -84,22 +90,38 @@ DEFAULT_MODEL = util.load_config_from_str(DEFAULT_MODEL_CONFIG)["model"]
     # (the group spans_key) otherwise; factory metadata cannot depend on the
     # config, so both are listed.
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
-    default_config={"model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "spans_key": None},
+    default_config={
+        "model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "spans_key": None, **CONFIDENCE_DEFAULTS
+    },
     # Spans mode: a config sets [training.score_weights] spans_<key>_f = 1.0 and
     # the ents_* weights to null (see configs/conll00_chunk.cfg).
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_ldnet_ner(
-    nlp: Language, name: str, model: Model, scorer: Optional[Callable], spans_key: Optional[str] = None
+    nlp: Language,
+    name: str,
+    model: Model,
+    scorer: Optional[Callable],
+    spans_key: Optional[str] = None,
+    scores_key: Optional[str] = SCORES_KEY,
+    threshold: float = 0.0,
+    candidates_key: Optional[str] = CANDIDATES_KEY,
+    candidates_threshold: Optional[float] = None,
+    temperature: float = 1.0,
 ) -> "LDNetNER":
     """Create an :class:`LDNetNER` component (``nlp.add_pipe("ldnet_ner")``).
 
     ``spans_key = null`` (default): named entities in ``doc.ents``, scored with
     ``spacy.ner_scorer.v1``. ``spans_key = "chunks"``: spans in
     ``doc.spans["chunks"]``, scored with ``spacy.spancat_scorer.v1``
-    (``spans_chunks_p/r/f``).
+    (``spans_chunks_p/r/f``). The confidence settings (``scores_key``,
+    ``threshold``, ``candidates_key``, ``candidates_threshold``,
+    ``temperature``) are described in :class:`LDNetNER`; configs written
+    before them get the defaults, which leave the Viterbi output unchanged.
     """
-    return LDNetNER(nlp.vocab, model, name, scorer=scorer, spans_key=spans_key)
+    settings = dict(scores_key=scores_key, threshold=threshold, candidates_key=candidates_key,
+                    candidates_threshold=candidates_threshold, temperature=temperature)
+    return LDNetNER(nlp.vocab, model, name, scorer=scorer, spans_key=spans_key, **settings)
 
 
 class LDNetNER(TrainablePipe):
@@ -136,11 +158,26 @@ class LDNetNER(TrainablePipe):
     ``spans_key`` is a factory setting, so it is saved in and restored from
     the pipeline's ``config.cfg`` (not ``cfg``).
 
+    Confidence (factory settings too; exact CRF marginals by forward-backward,
+    see :mod:`spacy_ldnet.ner.confidence`):
+
+    - ``scores_key`` (``"ldnet_ner_scores"``; null: none): ``doc.spans[scores_key]``
+      holds the spans written to ``doc.ents`` (or ``doc.spans[spans_key]``), in
+      order, with ``attrs["scores"]`` (n_spans,) float32: the probability that
+      exactly this span carries this label, in (0, 1].
+    - ``threshold`` (0.0): spans below it are left out (their tokens are ``O``).
+    - ``candidates_threshold`` (null: off) and ``candidates_key``
+      (``"ldnet_ner_candidates"``): every span whose probability reaches the
+      threshold, overlaps allowed, with ``attrs["scores"]``.
+    - ``temperature`` (1.0): emission and transition scores are divided by it
+      first (Viterbi is unchanged); ``spacy-ldnet calibrate`` fits it.
+
     Raises:
         ValueError: using the component before ``initialize`` (no labels);
             adding a label after the output layer exists; a scorer that does
             not match the mode (spaCy's NER scorer with ``spans_key``, its
-            span scorer without).
+            span scorer without); a confidence setting out of range (see
+            :func:`spacy_ldnet.ner.confidence.check_settings`).
     """
 
     def __init__(
@@ -151,12 +188,12 @@ class LDNetNER(TrainablePipe):
         *,
         scorer: Optional[Callable] = None,
         spans_key: Optional[str] = None,
+        **confidence,
     ):
-        if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
-            raise ValueError(
-                f"ldnet_ner spans_key must be a non-empty string or null, got {spans_key!r}. "
-                f"Fix: e.g. spans_key = \"chunks\", or null to write doc.ents."
-            )
+        """``confidence``: the settings of :data:`spacy_ldnet.ner.confidence.CONFIDENCE_DEFAULTS`
+        (``scores_key``, ``threshold``, ``candidates_key``, ``candidates_threshold``,
+        ``temperature``), each defaulting to its value there."""
+        settings = check_settings(spans_key, **confidence)
         if spans_key is not None and scorer is ner_score:
             raise ValueError(
                 f"ldnet_ner has spans_key={spans_key!r}, so it writes doc.spans[{spans_key!r}], but its "
@@ -173,6 +210,11 @@ class LDNetNER(TrainablePipe):
         self.name = name
         self.scorer = scorer
         self.spans_key = spans_key
+        self.scores_key: Optional[str] = settings["scores_key"]
+        self.threshold = float(settings["threshold"])
+        self.candidates_key: Optional[str] = settings["candidates_key"]
+        self.candidates_threshold = None if settings["candidates_threshold"] is None else float(settings["candidates_threshold"])
+        self.temperature = float(settings["temperature"])
         self.cfg: Dict = {"labels": [], "input_width": None}
         self._torch_threads_pid = os.getpid()
         limit_heap_growth()  # see its docstring: keeps `spacy train` from growing ~10 MB/step
@@ -277,27 +319,50 @@ class LDNetNER(TrainablePipe):
             )
 
     # ----------------------------------------------------------------- predict
-    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
-        """Viterbi-decode each doc (:func:`spacy_ldnet.ner.model.decode`).
-        Returns one (n_tokens,) int array of tag ids per doc."""
+    @property
+    def scored(self) -> bool:
+        """True when predict computes span probabilities (some setting needs them)."""
+        return self.scores_key is not None or self.threshold > 0.0
+
+    def predict(self, docs: Iterable[Doc]) -> List[DocPrediction]:
+        """Viterbi-decode each doc and, when :attr:`scored`, give each span its
+        probability (:func:`spacy_ldnet.ner.confidence.predict_docs`).
+        Returns one :class:`spacy_ldnet.ner.confidence.DocPrediction` per doc."""
         docs = list(docs)
         self._check_initialized()
         self._configure_worker_threads()
-        if not any(len(doc) for doc in docs):
-            return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
-        return decode(self.model, docs)
+        return predict_docs(
+            self.model, docs, TagLayout.from_tag_names(self.tag_names, self.labels), scored=self.scored,
+            temperature=self.temperature, candidates_threshold=self.candidates_threshold,
+        )
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[numpy.ndarray]) -> None:
-        """Write the decoded spans to ``doc.ents``, or in spans mode to
-        ``doc.spans[spans_key]`` (replacing that group, ``doc.ents`` untouched)."""
-        names = self.tag_names
-        for doc, ids in zip(docs, tag_ids):
+    def tag_marginals(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
+        """Per doc, the (n_tokens, K) tag marginals at this component's
+        temperature, columns in :attr:`tag_names` order (see
+        :func:`spacy_ldnet.ner.confidence.doc_tag_marginals`)."""
+        self._check_initialized()
+        return doc_tag_marginals(self.model, list(docs), self.temperature)
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: List[DocPrediction]) -> None:
+        """Write the decoded spans (those at or above ``threshold``) to
+        ``doc.ents``, or in spans mode to ``doc.spans[spans_key]`` (replacing
+        that group, ``doc.ents`` untouched); their probabilities to
+        ``doc.spans[scores_key]`` and the candidates to
+        ``doc.spans[candidates_key]`` when those are on."""
+        labels = self.labels
+        for doc, pred in zip(docs, predictions):
+            keep = pred.scores >= self.threshold if pred.scores is not None else slice(None)
+            spans = [Span(doc, int(s), int(e), label=labels[int(lab)]) for s, e, lab in pred.spans[keep]]
             if self.spans_key is not None:
-                doc.spans[self.spans_key] = biluo_tags_to_spans(doc, [names[int(i)] for i in ids])
-                continue
-            if len(doc) == 0:
-                continue
-            doc.ents = biluo_tags_to_spans(doc, [names[int(i)] for i in ids])
+                doc.spans[self.spans_key] = spans
+            elif len(doc):
+                doc.ents = spans
+            if self.scores_key is not None and pred.scores is not None:
+                doc.spans[self.scores_key] = scored_group(doc, self.scores_key, pred.spans[keep], pred.scores[keep], labels)
+            if pred.candidates is not None:
+                doc.spans[self.candidates_key] = scored_group(
+                    doc, self.candidates_key, pred.candidates, pred.candidate_scores, labels
+                )
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict:
         """Score with the configured scorer; in spans mode it is given

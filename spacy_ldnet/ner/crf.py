@@ -13,6 +13,13 @@ and ``p(y | E) = exp(s(y)) / Z`` with ``Z`` the sum of ``exp(s(y'))`` over all
 paths. Training minimises ``-log p(gold | E)``; inference takes the argmax path
 (Viterbi). Scores are unnormalised log-potentials (nats).
 
+Three parts: the log-likelihood (training), decoding (Viterbi) and the
+marginals (forward-backward; Sutton & McCallum 2012, "An Introduction to
+Conditional Random Fields", section 4.1): ``p(y_t = k | E)`` and the
+probability of a segment of fixed tags (one entity's ``B-X I-X .. L-X``), summed
+over the allowed paths, optionally at a temperature (scores divided by ``tau``,
+Guo et al. 2017; the Viterbi path does not change).
+
 Constraints: an optional bool mask of shape (K + 2, K + 2) (row/column ``K`` is
 START, ``K + 1`` is END, as built by
 :func:`spacy_ldnet.ner.tags.allowed_transitions`) marks the allowed
@@ -22,7 +29,7 @@ float precision, a sum over allowed paths only and decoding never returns a
 disallowed path while an allowed one exists. A large finite penalty is used
 rather than ``-inf`` so that gradients stay finite.
 """
-from typing import List, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import numpy
 import torch
@@ -33,6 +40,20 @@ from torch import Tensor, nn
 DISALLOWED_SCORE = -10000.0
 
 MaskLike = Union[Tensor, numpy.ndarray]
+
+
+class Posterior(NamedTuple):
+    """Forward-backward tables of one batch (:meth:`ConditionalRandomField.forward_backward`),
+    nats. ``log_alpha[b, t, k]``: log-sum over the allowed paths of positions
+    ``0 .. t`` ending in tag ``k``; ``log_beta[b, t, k]``: log-sum over their
+    allowed continuations after ``t`` (to END). Meaningless at padding."""
+
+    log_alpha: Tensor  #: (B, T, K)
+    log_beta: Tensor  #: (B, T, K)
+    log_z: Tensor  #: (B,) log partition function
+    emissions: Tensor  #: (B, T, K) emission scores divided by the temperature
+    transitions: Tensor  #: (K, K) constrained transition scores divided by the temperature
+    mask: Tensor  #: (B, T) bool, True on real positions
 
 
 class ConditionalRandomField(nn.Module):
@@ -110,18 +131,20 @@ class ConditionalRandomField(nn.Module):
 
     # ------------------------------------------------------------------ helpers
 
-    def _potentials(self, like: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Constrained (start, transitions, end) in the dtype/device of ``like``."""
+    def _potentials(self, like: Tensor, temperature: float = 1.0) -> Tuple[Tensor, Tensor, Tensor]:
+        """Constrained (start, transitions, end) in the dtype/device of ``like``;
+        the learned scores are divided by ``temperature`` before the penalty is
+        added, so disallowed transitions stay disallowed at any temperature."""
         K = self.num_tags
         dtype, device = like.dtype, like.device
         # (K + 2, K + 2): 0 where allowed, DISALLOWED_SCORE where not
         penalty = (~self.constraint_mask).to(device=device, dtype=dtype) * DISALLOWED_SCORE
         # (K,)
-        start = self.start_transitions.to(device=device, dtype=dtype) + penalty[K, :K]
+        start = self.start_transitions.to(device=device, dtype=dtype) / temperature + penalty[K, :K]
         # (K, K)
-        trans = self.transitions.to(device=device, dtype=dtype) + penalty[:K, :K]
+        trans = self.transitions.to(device=device, dtype=dtype) / temperature + penalty[:K, :K]
         # (K,)
-        end = self.end_transitions.to(device=device, dtype=dtype) + penalty[:K, K + 1]
+        end = self.end_transitions.to(device=device, dtype=dtype) / temperature + penalty[:K, K + 1]
         return start, trans, end
 
     def _check(self, emissions: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -183,17 +206,35 @@ class ConditionalRandomField(nn.Module):
         if B == 0:
             return emissions.new_zeros(0)
         start, trans, end = self._potentials(emissions)
-        # (B, K): log-sum of all paths of length 1 ending in each tag
-        alpha = start.unsqueeze(0) + emissions[:, 0]
-        for t in range(1, T):
-            # (B, K, 1) + (1, K, K) + (B, 1, K) -> (B, K_prev, K_next)
-            scores = alpha.unsqueeze(2) + trans.unsqueeze(0) + emissions[:, t].unsqueeze(1)
-            # (B, K_next)
-            next_alpha = torch.logsumexp(scores, dim=1)
-            # (B, K): padded sequences keep their final alpha
-            alpha = torch.where(mask[:, t].unsqueeze(1), next_alpha, alpha)
+        # (B, T, K) -> (B, K): the last real position's alpha (padding repeats it)
+        alpha = self._forward_alphas(emissions, mask, start, trans)[:, -1]
         # (B, K) -> (B,)
         return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
+
+    @staticmethod
+    def _forward_alphas(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, product: bool = False) -> Tensor:
+        """Forward recursion: (B, T, K) ``log_alpha`` (see :class:`Posterior`);
+        at a padded position each row repeats its last real one. ``product``:
+        each step's log-sum as a max-shifted matrix product
+        (:func:`_log_matmul_exp`, faster) instead of ``torch.logsumexp``."""
+        T = emissions.shape[1]
+        # (K, K), (): exp(trans - shift), for the product form
+        exp_trans, shift = _exp_shifted(trans)
+        # (B, K): log-sum of all paths of length 1 ending in each tag
+        alpha = start.unsqueeze(0) + emissions[:, 0]
+        alphas = [alpha]
+        for t in range(1, T):
+            if product:
+                # (B, K_prev) -> (B, K_next)
+                next_alpha = _log_matmul_exp(alpha, exp_trans, shift) + emissions[:, t]
+            else:
+                # (B, K, 1) + (1, K, K) + (B, 1, K) -> (B, K_prev, K_next) -> (B, K_next)
+                next_alpha = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0) + emissions[:, t].unsqueeze(1), dim=1)
+            # (B, K): padded sequences keep their final alpha
+            alpha = torch.where(mask[:, t].unsqueeze(1), next_alpha, alpha)
+            alphas.append(alpha)
+        # T x (B, K) -> (B, T, K)
+        return torch.stack(alphas, dim=1)
 
     def path_score(self, emissions: Tensor, tags: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """Score ``s(y)`` of given tag paths (start + emissions + transitions + end).
@@ -332,3 +373,126 @@ class ConditionalRandomField(nn.Module):
                 paths[:, t] = current
             decoded = [paths[b, : lengths[b]].tolist() for b in range(B)]
         return decoded, final_scores
+
+    # ------------------------------------------------------------- marginals
+
+    def forward_backward(
+        self, emissions: Tensor, mask: Optional[Tensor] = None, temperature: float = 1.0
+    ) -> Posterior:
+        """Forward and backward recursions over the allowed paths (sum-product).
+
+        emissions: (B, T, K) float (float64 advised: marginals are
+            differences of log-sums); mask: (B, T) as :meth:`log_partition`.
+        temperature: ``tau > 0``, divides emission and transition scores.
+
+        Returns: a :class:`Posterior` in the emissions' dtype and device.
+        Raises: ValueError as :meth:`log_partition`, or a temperature that is
+            not a finite number above 0.
+        """
+        if not (isinstance(temperature, (int, float)) and 0.0 < float(temperature) < float("inf")):
+            raise ValueError(f"temperature must be a finite number above 0, got {temperature!r}.")
+        mask = self._check(emissions, mask)
+        B, T, K = emissions.shape
+        if B == 0:
+            empty = emissions.new_zeros(0, T, K)
+            return Posterior(empty, empty, emissions.new_zeros(0), empty, emissions.new_zeros(K, K), mask)
+        start, trans, end = self._potentials(emissions, float(temperature))
+        scaled = emissions / float(temperature)  # (B, T, K)
+        alphas = self._forward_alphas(scaled, mask, start, trans, product=True)  # (B, T, K)
+        betas = self._backward_betas(scaled, mask, trans, end)  # (B, T, K)
+        log_z = torch.logsumexp(alphas[:, -1] + end.unsqueeze(0), dim=1)  # (B, K) -> (B,)
+        return Posterior(alphas, betas, log_z, scaled, trans, mask)
+
+    @staticmethod
+    def _backward_betas(emissions: Tensor, mask: Tensor, trans: Tensor, end: Tensor) -> Tensor:
+        """Backward recursion: (B, T, K) ``log_beta`` (see :class:`Posterior`)."""
+        B, T, K = emissions.shape
+        # (K_next, K_prev), (): exp(trans - shift), transposed
+        exp_trans, shift = _exp_shifted(trans.t())
+        # (B, K): after the last real position only the END transition is left
+        last = end.unsqueeze(0).expand(B, K)
+        beta = last
+        betas = [beta]
+        for t in range(T - 2, -1, -1):
+            # (B, K_next): the emission at t + 1 and everything after it
+            ahead = emissions[:, t + 1] + beta
+            # (B, K_next) -> (B, K_prev): log sum_j exp(trans[i, j] + ahead[j])
+            stepped = _log_matmul_exp(ahead, exp_trans, shift)
+            # (B, K): where t + 1 is padding, t is the last real position (or padding)
+            beta = torch.where(mask[:, t + 1].unsqueeze(1), stepped, last)
+            betas.append(beta)
+        # T x (B, K), reversed to time order -> (B, T, K)
+        return torch.stack(betas[::-1], dim=1)
+
+    def marginals(self, emissions: Tensor, mask: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
+        """Tag marginals ``p(y_t = k | E)``: (B, T, K), summing to 1 over ``k``
+        at real positions, 0 at padded ones. Arguments and errors as
+        :meth:`forward_backward`."""
+        return tag_marginals(self.forward_backward(emissions, mask, temperature))
+
+
+def _exp_shifted(trans: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(exp(trans - shift), shift = max(trans))``: (K, K) in [0, 1], disallowed exactly 0."""
+    shift = trans.max()  # ()
+    return torch.exp(trans - shift), shift  # (K, K), ()
+
+
+def _log_matmul_exp(log_v: Tensor, exp_trans: Tensor, shift: Tensor) -> Tensor:
+    """``log(exp(log_v) @ exp(trans))`` for (B, K) ``log_v``, as ``log(exp(log_v - m)
+    @ exp_trans) + m + shift`` (``m`` the row maximum): no overflow; a sum whose
+    terms are all below ``e^-745`` of ``exp(m + shift)`` gives ``-inf``."""
+    m = log_v.max(dim=1, keepdim=True).values  # (B, 1)
+    return torch.log(torch.exp(log_v - m) @ exp_trans) + m + shift  # (B, K) @ (K, K) -> (B, K)
+
+
+def tag_marginals(post: Posterior) -> Tensor:
+    """(B, T, K) ``p(y_t = k) = exp(log_alpha + log_beta - log_z)``, 0 at padding."""
+    # (B, T, K) - (B, 1, 1)
+    log_p = post.log_alpha + post.log_beta - post.log_z[:, None, None]
+    # (B, T, K)
+    return log_p.exp().masked_fill(~post.mask.unsqueeze(2), 0.0)
+
+
+def segment_log_probs(post: Posterior, segments: Tensor) -> Tensor:
+    """Log-probability that a segment carries given tags, summed over all allowed paths.
+
+    segments: (N, 6) integer rows ``(b, s, e, first, inside, last)``: sequence
+        ``b``, positions ``s <= e`` (inclusive) inside its length. For ``e > s``
+        the event is ``y_s = first, y_{s+1} .. y_{e-1} = inside, y_e = last``
+        (BILUO: ``B-X, I-X, L-X``); for ``e = s`` it is ``y_s = first`` (``U-X``).
+
+    Returns: (N,) log-probabilities (nats, <= 0 up to rounding):
+        ``log_alpha[s, first] + scores of s+1 .. e + log_beta[e, last] - log_z``,
+        O(1) per segment via cumulative sums of the emissions.
+    Raises: ValueError on a bad shape, a tag out of range or a segment outside
+        its sequence.
+    """
+    B, T, K = post.emissions.shape
+    if segments.dim() != 2 or segments.shape[1] != 6 or segments.dtype.is_floating_point:
+        raise ValueError(f"segments must be an (N, 6) integer tensor, got {tuple(segments.shape)} {segments.dtype}.")
+    # (N, 6)
+    segments = segments.to(device=post.emissions.device, dtype=torch.long)
+    # (N,) each
+    b, s, e, first, inside, last = segments.unbind(1)
+    if not len(segments):
+        return post.emissions.new_zeros(0)
+    tags = segments[:, 3:]
+    if bool((b < 0).any() | (b >= B).any() | (tags < 0).any() | (tags >= K).any()):
+        raise ValueError(f"segments hold a sequence index outside [0, {B}) or a tag outside [0, {K}).")
+    # (N,): the segment's sequence length
+    lengths = post.mask.sum(dim=1)[b]
+    if bool((s < 0).any() | (e < s).any() | (e >= lengths).any()):
+        raise ValueError("segments must satisfy 0 <= start <= end < length of their sequence.")
+    # (B, T + 1, K): cum[b, t, k] = sum of emissions[b, :t, k]
+    cum = torch.nn.functional.pad(post.emissions.cumsum(dim=1), (0, 0, 1, 0))
+    trans = post.transitions
+    # (N,): positions s + 1 .. e - 1 carry the inside tag
+    n_inside = (e - s - 1).clamp(min=0)
+    inside_emitted = cum[b, e, inside] - cum[b, torch.minimum(s + 1, e), inside]
+    # (N,): first -> inside^n_inside -> last, or first -> last when nothing is inside
+    through = trans[first, inside] + (n_inside - 1).clamp(min=0) * trans[inside, inside] + trans[inside, last]
+    stepped = torch.where(n_inside > 0, through + inside_emitted, trans[first, last])
+    # (N,)
+    longer = post.log_alpha[b, s, first] + stepped + post.emissions[b, e, last] + post.log_beta[b, e, last]
+    single = post.log_alpha[b, s, first] + post.log_beta[b, s, first]
+    return torch.where(e == s, single, longer) - post.log_z[b]

@@ -9,7 +9,9 @@ Lample et al. 2016, section 2), read top to bottom:
    scores (S, T, K) over the K BILUO tags;
 3. the CRF of the same torch head (``head.crf``): :func:`viterbi_tags`
    decodes (Viterbi), :func:`crf_loss` gives the negative log-likelihood of
-   the gold tags (forward algorithm) and its gradient.
+   the gold tags (forward algorithm) and its gradient, :func:`posterior` the
+   forward-backward tables behind the marginals and entity confidences
+   (:mod:`spacy_ldnet.ner.confidence`).
 
 :func:`decode` runs 1-3 for ``predict``. The thinc forward pass
 (``model.predict(docs)``, ``model.begin_update(docs)``) runs 1-2 and returns
@@ -36,6 +38,7 @@ from thinc.types import Floats2d, Floats3d
 
 from ..sequences import READS_SEQUENCES, Sequences
 from ..thinc_utils import convert_padded_outputs, torch_module, wrap_torch
+from .crf import Posterior
 from .modules import BiLSTMCRFHead
 
 #: Longest token sequence read at once when the config does not say.
@@ -233,19 +236,35 @@ def emission_scores(model: Model, seqs: Sequences, is_train: bool) -> Tuple[Floa
     return E, lambda dE: bp_X(bp_E(dE))
 
 
-def viterbi_tags(model: Model, E: Floats3d, seqs: Sequences) -> List[numpy.ndarray]:
+def viterbi_paths(model: Model, E: Floats3d, seqs: Sequences) -> List[List[int]]:
     """The best allowed tag path of every sequence (Viterbi, see
-    :meth:`spacy_ldnet.ner.crf.ConditionalRandomField.viterbi_decode`), as one
-    (n_tokens,) int64 array of tag ids per doc."""
-    out = [numpy.zeros((len(doc),), dtype="int64") for doc in seqs.docs]
+    :meth:`spacy_ldnet.ner.crf.ConditionalRandomField.viterbi_decode`):
+    ``lengths[s]`` tag ids for sequence s. ``E``: (S, T, K) emission scores."""
     if not len(seqs):
-        return out
+        return []
     head = get_head(model)
     Et, mask = emission_tensor(head, E, seqs.lengths)
     paths, _ = head.crf.viterbi_decode(Et, mask)
-    for (i, s, e), path in zip(seqs.spans, paths):
+    return paths
+
+
+def viterbi_tags(model: Model, E: Floats3d, seqs: Sequences) -> List[numpy.ndarray]:
+    """:func:`viterbi_paths` as one (n_tokens,) int64 array of tag ids per doc."""
+    out = [numpy.zeros((len(doc),), dtype="int64") for doc in seqs.docs]
+    for (i, s, e), path in zip(seqs.spans, viterbi_paths(model, E, seqs)):
         out[i][s:e] = path
     return out
+
+
+def posterior(model: Model, E: Floats3d, seqs: Sequences, temperature: float = 1.0) -> Posterior:
+    """Forward-backward tables of the sequences (float64, no gradient; see
+    :meth:`spacy_ldnet.ner.crf.ConditionalRandomField.forward_backward`), with
+    emission and transition scores divided by ``temperature``.
+    ``E``: (S, T, K) emission scores, S >= 1."""
+    head = get_head(model)
+    Et, mask = emission_tensor(head, E, seqs.lengths)
+    with torch.no_grad():
+        return head.crf.forward_backward(Et.double(), mask, temperature)
 
 
 def decode(model: Model, docs: Sequence[Doc]) -> List[numpy.ndarray]:
