@@ -114,20 +114,6 @@ def _check_batch(token_ids: Tensor, lengths: Tensor) -> Tensor:
     return lengths
 
 
-def _check_vectors(token_ids: Tensor, input_vectors: Optional[Tensor], vector_mask: Optional[Tensor], embed_dim: int) -> None:
-    """Raise ValueError unless ``input_vectors`` is (B, T, embed_dim) float and ``vector_mask`` (B, T) bool."""
-    B, T = token_ids.shape
-    if input_vectors is None or vector_mask is None:
-        raise ValueError("input_vectors and vector_mask must be given together")
-    if tuple(input_vectors.shape) != (B, T, embed_dim) or not input_vectors.is_floating_point():
-        raise ValueError(
-            f"input_vectors must be a float tensor of shape ({B}, {T}, {embed_dim}), got "
-            f"{input_vectors.dtype} {tuple(input_vectors.shape)}"
-        )
-    if tuple(vector_mask.shape) != (B, T) or vector_mask.dtype != torch.bool:
-        raise ValueError(f"vector_mask must be a bool tensor of shape ({B}, {T}), got {vector_mask.dtype} {tuple(vector_mask.shape)}")
-
-
 class DenseLSTMEncoder(nn.Module):
     """Densely connected stack of L single-layer LSTMs (LD-Net section 3.2).
 
@@ -192,8 +178,6 @@ class DenseLSTMEncoder(nn.Module):
         lengths: Tensor,
         *,
         layer_scales: Optional[Tensor] = None,
-        input_vectors: Optional[Tensor] = None,
-        vector_mask: Optional[Tensor] = None,
     ) -> PackedSequence:
         """Encode and return a ``PackedSequence`` of dense outputs.
 
@@ -206,9 +190,6 @@ class DenseLSTMEncoder(nn.Module):
                 f"layer_scales must have shape ({self.num_layers},), got {tuple(layer_scales.shape)}"
             )
         emb = self.embedding(token_ids)  # (B, T, E)
-        if input_vectors is not None:
-            _check_vectors(token_ids, input_vectors, vector_mask, self.embed_dim)
-            emb = torch.where(vector_mask.unsqueeze(-1), input_vectors.to(emb.dtype), emb)  # (B, T, E)
         emb = self.dropout(emb)
         packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
         x = packed.data
@@ -233,8 +214,6 @@ class DenseLSTMEncoder(nn.Module):
         lengths: Tensor,
         *,
         layer_scales: Optional[Tensor] = None,
-        input_vectors: Optional[Tensor] = None,
-        vector_mask: Optional[Tensor] = None,
     ) -> Tensor:
         """Dense contextual representations.
 
@@ -245,13 +224,6 @@ class DenseLSTMEncoder(nn.Module):
             layer_scales: optional (L,) float tensor; ``h_l`` is multiplied by
                 ``layer_scales[l]`` in the output and in deeper layers' inputs
                 (LD-Net section 3.3). Gradients flow to it.
-            input_vectors: optional (B, T, embed_dim) float tensor, with
-                ``vector_mask`` (B, T) bool: where the mask is True, x_t is
-                this vector instead of the embedding row of ``token_ids``
-                (open-vocabulary input for an LM whose input embedding is a
-                frozen pretrained table, e.g. the GloVe vector of a word
-                outside the LM vocabulary; ELMo-C section 3 keeps the input
-                embedding fixed). Both or neither must be given.
 
         Returns:
             (B, T, embed_dim + L * hidden_dim) float tensor,
@@ -263,20 +235,14 @@ class DenseLSTMEncoder(nn.Module):
         lengths = _check_batch(token_ids, lengths)
         B, T = token_ids.shape
         nonempty = lengths > 0
-        vec = dict(input_vectors=input_vectors, vector_mask=vector_mask)
         if bool(nonempty.all()):
-            packed = self.forward_packed(token_ids, lengths, layer_scales=layer_scales, **vec)
+            packed = self.forward_packed(token_ids, lengths, layer_scales=layer_scales)
             out, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)
             return out
         out = self.embedding.weight.new_zeros(B, T, self.output_dim)
         if bool(nonempty.any()):
             rows = nonempty.nonzero().squeeze(1)
-            if input_vectors is not None:
-                _check_vectors(token_ids, input_vectors, vector_mask, self.embed_dim)
-                vec = {k: v[rows.to(v.device)] for k, v in vec.items()}
-            sub = self.forward(
-                token_ids[rows.to(token_ids.device)], lengths[rows], layer_scales=layer_scales, **vec
-            )
+            sub = self.forward(token_ids[rows.to(token_ids.device)], lengths[rows], layer_scales=layer_scales)
             out = out.index_copy(0, rows.to(out.device), sub)
         return out
 
@@ -286,28 +252,19 @@ class DenseLSTMEncoder(nn.Module):
         lengths: Tensor,
         *,
         layer_scales: Optional[Tensor] = None,
-        input_vectors: Optional[Tensor] = None,
-        vector_mask: Optional[Tensor] = None,
     ) -> Tensor:
         """Encode in the LM's direction, returning outputs aligned with the input order.
 
         For ``config.direction == "forward"`` this is :meth:`forward`. For
-        ``"backward"`` the rows are reversed with :func:`reverse_padded`
-        (``input_vectors`` and ``vector_mask`` with them), encoded, and the
+        ``"backward"`` the rows are reversed with :func:`reverse_padded`, encoded, and the
         outputs reversed back, so position ``t`` of the result summarises
         tokens ``t .. len-1`` of the original row.
         """
         if self.config.direction == "forward":
-            return self.forward(
-                token_ids, lengths, layer_scales=layer_scales, input_vectors=input_vectors, vector_mask=vector_mask
-            )
+            return self.forward(token_ids, lengths, layer_scales=layer_scales)
         lengths_t = torch.as_tensor(lengths).long()
         rev = reverse_padded(token_ids, lengths_t.to(token_ids.device))
-        if input_vectors is not None:
-            _check_vectors(token_ids, input_vectors, vector_mask, self.embed_dim)
-            input_vectors = reverse_padded(input_vectors, lengths_t.to(input_vectors.device))
-            vector_mask = reverse_padded(vector_mask, lengths_t.to(vector_mask.device))
-        out = self.forward(rev, lengths_t, layer_scales=layer_scales, input_vectors=input_vectors, vector_mask=vector_mask)
+        out = self.forward(rev, lengths_t, layer_scales=layer_scales)
         return reverse_padded(out, lengths_t.to(out.device))
 
     # -- pruning ------------------------------------------------------------
