@@ -249,10 +249,10 @@ def _forward(model: Model, seqs: Sequences, is_train: bool) -> Tuple[Floats3d, C
 def _convert_inputs(model: Model, inputs, is_train: bool):
     feats, fw_ids, bw_ids = inputs
     device = model.shims[0].device
-    args = char_word_torch_args(feats, device) + (
+    args = (
         xp2torch(fw_ids, device=device),
         xp2torch(bw_ids, device=device),
         torch.from_numpy(feats.lengths),
-    )
+    ) + char_word_torch_args(feats, device)
     kwargs = char_word_torch_kwargs(feats, torch_module(model).char_word, device)
     return ArgsKwargs(args=args, kwargs=kwargs), lambda d: inputs

@@ -240,26 +240,21 @@ class LDNetEmbedder(nn.Module):
 
     def forward(
         self,
-        word_rows: torch.Tensor,
-        frozen_vectors: torch.Tensor,
-        char_ids: torch.Tensor,
-        char_lengths: torch.Tensor,
-        fw_index: torch.Tensor,
-        bw_index: torch.Tensor,
         lm_fw_ids: torch.Tensor,
         lm_bw_ids: torch.Tensor,
         lengths: torch.Tensor,
+        *char_word_inputs: torch.Tensor,
         case_ids: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
-        Args: as :class:`CharWordEmbedder` and :meth:`LMFeatures.dense_outputs`
-            (``lm_fw_ids``, ``lm_bw_ids``, ``lengths``).
+        Args:
+            lm_fw_ids, lm_bw_ids, lengths: as :meth:`LMFeatures.dense_outputs`.
+            char_word_inputs, case_ids: the inputs of :class:`CharWordEmbedder`
+                (word rows, frozen vectors, char ids, char lengths, fw/bw index).
         Returns:
             (S, T, word_dim + char_out_dim + case_dim + lm.out_dim) float.
         """
-        cw = self.char_word(
-            word_rows, frozen_vectors, char_ids, char_lengths, fw_index, bw_index, case_ids
-        )  # (S, T, Dw + Dc + Dcase)
+        cw = self.char_word(*char_word_inputs, case_ids=case_ids)  # (S, T, Dw + Dc + Dcase)
         r = self.lm(lm_fw_ids, lm_bw_ids, lengths)  # (S, T, out_dim)
         return torch.cat([cw, r[:, : cw.shape[1]]], dim=-1)
 
