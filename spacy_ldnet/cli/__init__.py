@@ -25,6 +25,7 @@ from . import pretrain_lm  # noqa: E402,F401
 from . import lm_info  # noqa: E402,F401
 from . import prune  # noqa: E402,F401
 from . import cut_lms  # noqa: E402,F401
+from . import annotate  # noqa: E402,F401
 
 
 def main() -> None:
