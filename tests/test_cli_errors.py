@@ -28,6 +28,7 @@ BAD_INPUTS = [
     ("prune {missing} {tmp}/pruned --train {tmp}/t.spacy --dev {tmp}/d.spacy", "{missing}"),
     ("prune {file} {tmp}/pruned --train {tmp}/t.spacy --dev {tmp}/d.spacy", "{file}"),
     ("cut-lms {missing} {tmp}/cut --forward 0 --backward 0", "{missing}"),
+    ("annotate {missing} {file} {tmp}/annotated", "{missing}"),
 ]
 
 

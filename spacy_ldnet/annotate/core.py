@@ -134,6 +134,7 @@ def annotate(pipeline: str, input_spec: str, output: Path, settings: Optional[An
     try:
         for stale in output.glob("*.tmp"):
             stale.unlink()
+        manifest.save()
         lines = pending_lines(iter_lines(inputs), manifest, settings.shard_size, output)
         writer = ShardWriter(output, manifest, settings.format, settings.shard_size)
         if settings.ray:

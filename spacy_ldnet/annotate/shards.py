@@ -68,7 +68,7 @@ class Manifest:
             raise AnnotateError(f"OUTPUT {output} is a file. Fix: pass a directory (it is created if missing).")
         manifest = cls(output, settings)
         if not manifest.path.exists():
-            if output.exists() and any(p.name != LOCK for p in output.iterdir()):
+            if output.exists() and any(p.name != LOCK and p.suffix != ".tmp" for p in output.iterdir()):
                 raise AnnotateError(f"OUTPUT {output} is not empty and has no {MANIFEST} (it was not written by spacy-ldnet annotate). Fix: pass a new or empty directory.")
             output.mkdir(parents=True, exist_ok=True)
             return manifest
