@@ -45,6 +45,12 @@ def check_settings(settings: AnnotateSettings) -> None:
                           ("--batch-size", settings.batch_size), ("--threads", settings.threads)):
         if value < 1:
             raise AnnotateError(f"{option} {value}: must be at least 1. Fix: e.g. {option} {getattr(AnnotateSettings, option[2:].replace('-', '_'))}.")
+    if settings.n_process > 1 and settings.threads > 1 and not settings.ray:
+        raise AnnotateError(
+            f"--threads {settings.threads} with --n-process {settings.n_process}: spaCy forks its worker processes, and torch "
+            f"runs one thread in a forked process (more can deadlock). Fix: use --n-process alone (one thread each), "
+            f"or --ray, whose actors each use --threads."
+        )
     if settings.format not in FORMATS:
         raise AnnotateError(f"--format {settings.format!r} is not one of {', '.join(FORMATS)}. Fix: --format jsonl or --format spacy.")
     if not settings.text_field:

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 from typing import Any, Dict, Iterable, List, Sequence
 
 from .core import AnnotateSettings, Progress, load_pipeline, text_key
@@ -99,11 +100,13 @@ def run_ray(pipeline: str, inputs: Sequence[InputFile], lines: Iterable[Line], w
         import ray.data
     except ImportError as e:
         raise AnnotateError(RAY_MISSING) from e
+    if settings.ray_address and not ray.is_initialized():
+        _check_reachable(settings.ray_address)
     plan = shard_plan(lines, inputs, settings)
-    progress = Progress(sum(row["docs"] for row in plan), settings.progress)
     if not plan:
-        return progress
+        return Progress(0, settings.progress)
     started = _init_ray(ray, settings)
+    progress = Progress(sum(row["docs"] for row in plan), settings.progress)  # timed from here: Ray is up
     try:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
@@ -149,6 +152,18 @@ def _init_ray(ray, settings: AnnotateSettings) -> bool:
         where = f"--ray-address {settings.ray_address}" if settings.ray_address else "a local Ray instance"
         raise AnnotateError(f"{where}: Ray could not start or connect ({type(e).__name__}: {e}). Fix: check the address (e.g. auto, or ray://HEAD:10001), or leave --ray-address out for a local instance.") from e
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once if ``HOST:PORT`` or ``ray://HOST:PORT`` does not accept a TCP
+    connection (Ray itself retries for minutes); ``auto`` and others are left to Ray."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise AnnotateError(f"--ray-address {address}: nothing answers there ({e}). Fix: pass the address of a running Ray head (ray start --head prints it), or leave --ray-address out for a local instance.") from e
 
 
 def _annotate_error_in(error: BaseException):

@@ -33,8 +33,9 @@ finished shards against the input, skips them and goes on, so every input
 document ends up in exactly one shard. A rerun must use the same PIPELINE,
 INPUT, --format, --shard-size and --text-field.
 
-Speed: --n-process runs spaCy's multiprocessing (nlp.pipe), each process
-with --threads torch threads. --ray runs the same job as a Ray Data pipeline
+Speed: --n-process runs spaCy's multiprocessing (nlp.pipe); its forked
+processes run torch with one thread each, so --threads is for a single
+process. --ray runs the same job as a Ray Data pipeline
 (pip install 'spacy-ldnet\\[ray]'): a local Ray instance, or the cluster at
 --ray-address, with --n-process actors that each load the pipeline once.
 """
@@ -51,7 +52,7 @@ def annotate_command(
     shard_size: int = typer.Option(10_000, "--shard-size", help="Documents per shard: the unit of writing and of resuming."),
     n_process: int = typer.Option(1, "--n-process", help="Processes for nlp.pipe; with --ray, the number of Ray actors."),
     batch_size: int = typer.Option(128, "--batch-size", help="Documents per nlp.pipe batch (and per Ray actor call)."),
-    threads: int = typer.Option(1, "--threads", help="torch threads in each process or actor."),
+    threads: int = typer.Option(1, "--threads", help="torch threads of the one process (--n-process 1) or of each Ray actor; spaCy's forked processes run one each."),
     ray: bool = typer.Option(False, "--ray", help="Run as a Ray Data pipeline (needs the ray extra); a local Ray instance unless --ray-address."),
     ray_address: str = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster (e.g. auto, or ray://HEAD:10001); implies --ray. Every node must read PIPELINE and INPUT at the same paths."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (documents/s, words/s) on stderr."),
