@@ -3,9 +3,9 @@ with ``nlp.pipe`` (here) or a Ray Data pipeline (:mod:`.ray_mode`)."""
 import itertools
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from .inputs import JSONL, AnnotateError, InputFile, Line, find_inputs, iter_lines, parse
 from .shards import FORMATS, Manifest, ShardWriter, line_digest, lock_output, pending_lines

@@ -33,11 +33,21 @@ finished shards against the input, skips them and goes on, so every input
 document ends up in exactly one shard. A rerun must use the same PIPELINE,
 INPUT, --format, --shard-size and --text-field.
 
+If the input of a finished shard has changed, the rerun stops rather than mix
+two inputs; a short last shard is rewritten if documents were appended.
+
 Speed: --n-process runs spaCy's multiprocessing (nlp.pipe); its forked
-processes run torch with one thread each, so --threads is for a single
-process. --ray runs the same job as a Ray Data pipeline
+processes run torch with one thread each, so --threads applies to a single
+process and to each Ray actor. --ray runs the same job as a Ray Data pipeline
 (pip install 'spacy-ldnet\\[ray]'): a local Ray instance, or the cluster at
 --ray-address, with --n-process actors that each load the pipeline once.
+
+\b
+Examples:
+  spacy-ldnet annotate model-best news.txt.gz out/
+  spacy-ldnet annotate model-best 'docs/*.jsonl.gz' out/ --text-field body
+  spacy-ldnet annotate model-best docs/ out/ --n-process 2 --format spacy
+  spacy-ldnet annotate model-best docs/ out/ --ray --n-process 8
 """
 
 
@@ -73,6 +83,9 @@ def annotate_command(
     except KeyboardInterrupt:
         typer.echo(f"Interrupted. Rerun the same command to resume: the finished shards in {output} are kept.", err=True)
         raise typer.Exit(130)
+    if summary.docs == 0:
+        typer.echo(f"nothing to do: all {summary.skipped_docs} documents are in {output} ({summary.shards} shards)")
+        return
     rate = summary.words / summary.seconds if summary.seconds > 0 else 0.0
     done = f"; {summary.skipped_docs} documents were done before" if summary.skipped_docs else ""
     typer.echo(
