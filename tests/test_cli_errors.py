@@ -29,6 +29,7 @@ BAD_INPUTS = [
     ("prune {file} {tmp}/pruned --train {tmp}/t.spacy --dev {tmp}/d.spacy", "{file}"),
     ("cut-lms {missing} {tmp}/cut --forward 0 --backward 0", "{missing}"),
     ("calibrate {missing} {tmp}/dev.spacy {tmp}/calibrated", "{missing}"),
+    ("annotate {missing} {file} {tmp}/annotated", "{missing}"),
 ]
 
 
