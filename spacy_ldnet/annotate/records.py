@@ -37,7 +37,7 @@ def span_records(group: SpanGroup) -> List[Dict[str, Any]]:
     scores = group.attrs.get("scores") if hasattr(group, "attrs") else None
     if scores is not None and len(scores) == len(spans):
         for span, score in zip(spans, scores):
-            span["score"] = float(score)
+            span["score"] = round(float(score), 6)  # probabilities to 1e-6
     return spans
 
 
