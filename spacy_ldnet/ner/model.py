@@ -7,13 +7,13 @@ Lample et al. 2016, section 2), read top to bottom:
 2. :func:`emission_scores`: the embedding sublayer (``tok2vec``) gives token
    features (S, T, nI), the word BiLSTM and a linear layer give emission
    scores (S, T, K) over the K BILUO tags;
-3. the CRF of the same torch head (``head.crf``): :func:`viterbi_tags`
+3. the CRF of the same torch head (``head.crf``): :func:`viterbi_paths`
    decodes (Viterbi), :func:`crf_loss` gives the negative log-likelihood of
    the gold tags (forward algorithm) and its gradient, :func:`posterior` the
    forward-backward tables behind the marginals and entity confidences
    (:mod:`spacy_ldnet.ner.confidence`).
 
-:func:`decode` runs 1-3 for ``predict``. The thinc forward pass
+:func:`spacy_ldnet.ner.confidence.predict_docs` runs 1-3 for ``predict``. The thinc forward pass
 (``model.predict(docs)``, ``model.begin_update(docs)``) runs 1-2 and returns
 the emission scores per doc, one (n_tokens, K) array each.
 
@@ -248,14 +248,6 @@ def viterbi_paths(model: Model, E: Floats3d, seqs: Sequences) -> List[List[int]]
     return paths
 
 
-def viterbi_tags(model: Model, E: Floats3d, seqs: Sequences) -> List[numpy.ndarray]:
-    """:func:`viterbi_paths` as one (n_tokens,) int64 array of tag ids per doc."""
-    out = [numpy.zeros((len(doc),), dtype="int64") for doc in seqs.docs]
-    for (i, s, e), path in zip(seqs.spans, viterbi_paths(model, E, seqs)):
-        out[i][s:e] = path
-    return out
-
-
 def posterior(model: Model, E: Floats3d, seqs: Sequences, temperature: float = 1.0) -> Posterior:
     """Forward-backward tables of the sequences (float64, no gradient; see
     :meth:`spacy_ldnet.ner.crf.ConditionalRandomField.forward_backward`), with
@@ -265,17 +257,6 @@ def posterior(model: Model, E: Floats3d, seqs: Sequences, temperature: float = 1
     Et, mask = emission_tensor(head, E, seqs.lengths)
     with torch.no_grad():
         return head.crf.forward_backward(Et.double(), mask, temperature)
-
-
-def decode(model: Model, docs: Sequence[Doc]) -> List[numpy.ndarray]:
-    """Tag every doc: cut, emission scores, Viterbi. One (n_tokens,) int64
-    array of tag ids per doc.
-
-    Raises: ValueError before ``initialize`` (see :func:`get_head`).
-    """
-    seqs = cut(model, docs)
-    E, _ = emission_scores(model, seqs, is_train=False)
-    return viterbi_tags(model, E, seqs)
 
 
 def crf_loss(
