@@ -300,7 +300,8 @@ def test_scores_survive_to_disk_docbin_and_multiprocessing(trained_pipeline_path
     for route, got in routes.items():
         for (spans, scores), doc in zip(expected, got):
             assert spans_with_scores(doc)[0] == spans, route
-            numpy.testing.assert_allclose(spans_with_scores(doc)[1], scores, rtol=1e-6, err_msg=route)
+            # other batches (n_process=2, batch_size=3): emission scores agree to 1e-5, not bit for bit
+            numpy.testing.assert_allclose(spans_with_scores(doc)[1], scores, rtol=1e-5, atol=1e-6, err_msg=route)
     single = Doc(again.vocab).from_disk(tmp_path / "doc0")
     numpy.testing.assert_array_equal(spans_with_scores(single)[1], expected[0][1])
 
