@@ -82,14 +82,17 @@ def serialize_module(module: torch.nn.Module) -> bytes:
 
     Tensors are copied to the host; a non-contiguous tensor is written
     contiguous, and a tensor sharing its storage with an earlier entry (tied
-    weights, views) is written as its own copy, so every entry round-trips
-    with its shape, dtype and values."""
+    weights, views) is written as its own copy. A float32 tensor whose every
+    value is exactly a float16 value (the frozen LM weights, which are loaded
+    from float16 checkpoints) is written as float16, half the bytes;
+    :func:`load_state_dict_strict` reads it back into the float32 parameter
+    unchanged. So every entry round-trips with its shape, dtype and values."""
     from safetensors.torch import save
 
     tensors: Dict[str, torch.Tensor] = {}
     storages = set()
     for name, tensor in module.state_dict().items():
-        tensor = tensor.detach().to("cpu").contiguous()
+        tensor = _exact_half(tensor.detach().to("cpu").contiguous())
         storage = tensor.untyped_storage().data_ptr()
         if tensor.untyped_storage().nbytes() and storage in storages:
             tensor = tensor.clone()
@@ -97,6 +100,14 @@ def serialize_module(module: torch.nn.Module) -> bytes:
         storages.add(storage)
         tensors[name] = tensor
     return save(tensors)
+
+
+def _exact_half(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as float16 if it is float32 and the conversion loses nothing, else ``tensor``."""
+    if tensor.dtype != torch.float32 or tensor.numel() == 0:
+        return tensor
+    half = tensor.to(torch.float16)
+    return half if torch.equal(half.to(torch.float32), tensor) else tensor
 
 
 def deserialize_module(module: torch.nn.Module, data: bytes, device: torch.device) -> torch.nn.Module:

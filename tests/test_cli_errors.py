@@ -30,6 +30,8 @@ BAD_INPUTS = [
     ("cut-lms {missing} {tmp}/cut --forward 0 --backward 0", "{missing}"),
     ("calibrate {missing} {tmp}/dev.spacy {tmp}/calibrated", "{missing}"),
     ("annotate {missing} {file} {tmp}/annotated", "{missing}"),
+    ("trim-vectors {missing} {tmp}/trimmed", "{missing}"),
+    ("trim-vectors {file} {tmp}/trimmed --rows 0", "{file}"),
 ]
 
 

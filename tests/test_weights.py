@@ -50,6 +50,15 @@ def assert_same_tensors(got, want):
         assert torch.equal(got[name], want[name]), name
 
 
+def assert_stored_exactly(stored, want):
+    """A saved state holds every entry with its values; a float32 entry may be
+    stored as float16 when all its values are float16 values."""
+    assert sorted(stored) == sorted(want)
+    for name, tensor in want.items():
+        assert stored[name].dtype == tensor.dtype or (stored[name].dtype, tensor.dtype) == (torch.float16, torch.float32)
+        assert torch.equal(stored[name].to(tensor.dtype), tensor), name
+
+
 class Tied(torch.nn.Module):
     """Parameters, buffers of several dtypes, a tied weight and a non-contiguous buffer."""
 
@@ -353,7 +362,7 @@ def test_a_saved_pipeline_holds_safetensors_weights(saved_pipeline):
     states, modules = shim_states(saved_pipeline), torch_modules(nlp)
     assert len(states) == len(modules) >= 2  # the embedder's and the tagger's torch modules
     for state, module in zip(states, modules):
-        assert_same_tensors(load_safetensors(state), {k: v.contiguous() for k, v in module.state_dict().items()})
+        assert_stored_exactly(load_safetensors(state), module.state_dict())
 
 
 @pytest.mark.parametrize("name", ["ner_charword_v1", "ner_lm_pruned_v1", "chunks_lm_v2"])
@@ -365,7 +374,7 @@ def test_resaving_a_legacy_pipeline_writes_safetensors(name, tmp_path):
     assert len(states) == len(modules) >= 1
     for state, module in zip(states, modules):
         assert state[:2] != b"PK"
-        assert_same_tensors(load_safetensors(state), {k: v.contiguous() for k, v in module.state_dict().items()})
+        assert_stored_exactly(load_safetensors(state), module.state_dict())
 
 
 def test_spacy_load_refuses_a_pickle_payload_without_running_it(saved_pipeline, tmp_path, monkeypatch):
@@ -433,3 +442,21 @@ def test_legacy_reader_raises_only_weights_errors_on_corrupted_pickles():
         except WeightsError as e:
             outcomes[type(e).__name__] += 1
     assert outcomes["WeightsError"] and outcomes["UnsafeWeightsError"]  # both kinds of refusal were hit
+
+
+def test_float32_entries_holding_only_float16_values_are_stored_as_float16_and_load_unchanged():
+    torch.manual_seed(0)
+    source = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        source.weight.copy_(torch.randn(3, 4).half().float())  # exactly representable: frozen LM weights
+        source.bias.copy_(torch.tensor([0.1, float("nan"), 1e-9]))  # not: stays float32
+    data = serialize_module(source)
+    stored = load_safetensors(data)
+    assert stored["weight"].dtype == torch.float16
+    assert stored["bias"].dtype == torch.float32
+    target = torch.nn.Linear(4, 3)
+    deserialize_module(target, data, torch.device("cpu"))
+    assert target.weight.dtype == torch.float32
+    assert torch.equal(target.weight, source.weight)
+    assert torch.equal(target.bias.nan_to_num(), source.bias.nan_to_num())
+    assert len(data) < len(serialize_module(torch.nn.Linear(4, 3)))  # the float16 entry is smaller

@@ -1,0 +1,59 @@
+"""``spacy-ldnet trim-vectors PIPELINE OUTPUT``: write a trained pipeline with a
+small word-vector table (see :mod:`spacy_ldnet.embed.trim`): the fine-tuned
+rows move into ``nlp.vocab.vectors``, which keeps its first ``--rows`` rows.
+Arguments are checked before spaCy and torch are imported; every error is one
+line on stderr and exit status 1.
+"""
+import shutil
+from pathlib import Path
+
+import typer
+
+from . import app
+from .prune import check_input, fail
+
+
+@app.command("trim-vectors")
+def trim_vectors_command(
+    pipeline: Path = typer.Argument(..., help="A trained pipeline whose ldnet_ner embedder has a word table (e.g. training/conll03_ldnet/model-best)."),
+    output: Path = typer.Argument(..., help="Where to write the trimmed pipeline (a new directory)."),
+    rows: int = typer.Option(50000, "--rows", help="Rows of the vectors table to keep, most frequent first; other words read <unk>."),
+) -> None:
+    """Keep the first --rows rows of the word vectors (fine-tuned values included); report the size before and after."""
+    check_input(pipeline, "PIPELINE", pipeline=True)
+    if rows < 1:
+        fail(f"--rows {rows}: must be at least 1. Fix: e.g. --rows 50000.")
+    if output.exists() and not output.is_dir():
+        fail(f"OUTPUT {output} is a file. Fix: pass a directory (it is created if missing).")
+    if output.resolve() == pipeline.resolve() or pipeline.resolve() in output.resolve().parents:
+        fail(f"OUTPUT {output} is inside PIPELINE {pipeline}. Fix: pass a directory outside it.")
+    _trim(pipeline, output, rows)
+
+
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def _trim(pipeline: Path, output: Path, rows: int) -> None:
+    import spacy
+
+    from ..embed.trim import TrimError, save_trimmed, trim_word_vectors
+
+    try:
+        nlp = spacy.load(pipeline)
+    except Exception as e:  # a pipeline folder spaCy cannot read: one line, not a traceback
+        fail(f"PIPELINE {pipeline} could not be loaded: {e}. Fix: pass a pipeline saved by spacy train.")
+    try:
+        report = trim_word_vectors(nlp, rows)
+    except TrimError as e:
+        fail(str(e))
+    tmp = output.with_name(output.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_trimmed(nlp, report, tmp)
+    shutil.rmtree(output, ignore_errors=True)
+    tmp.rename(output)
+    typer.echo(
+        f"{report.component}: vectors {report.old_rows} -> {report.new_rows} rows "
+        f"({len(report.removed_keys)} words now read <unk>); {report.tuned_rows} fine-tuned rows moved into "
+        f"the vectors table; {pipeline} {_size_mb(pipeline):.1f} MB -> {output} {_size_mb(output):.1f} MB"
+    )

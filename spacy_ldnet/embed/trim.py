@@ -1,0 +1,132 @@
+"""Make a trained pipeline's word-vector table small enough to ship.
+
+A trained ``ldnet_ner`` pipeline holds two word tables: the pretrained table in
+``nlp.vocab.vectors`` (GloVe 6B 50d: 400,000 rows, 80 MB) and, inside the
+model, the fine-tuned copy of its first ``n_word_rows`` rows
+(:class:`spacy_ldnet.embed.modules.FinetunedWordEmbedding`). Words at rows
+>= ``n_word_rows`` are read frozen from the vectors table.
+
+:func:`trim_word_vectors` writes the fine-tuned rows into the vectors table
+itself, keeps only its first ``n_rows`` rows (GloVe rows are in frequency
+order) and sets the model's ``n_word_rows`` to 0, keeping its trained
+``<unk>`` row. Every word whose row is kept gets exactly the vector it had
+before (the outputs do not change for it); a word whose row is dropped is read
+as ``<unk>``, like any word outside GloVe. What that costs in F1 is measured
+with ``spacy evaluate`` on the trimmed pipeline.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Tuple
+
+import srsly
+import torch
+from spacy.language import Language
+from thinc.api import Config, Model, get_array_module
+
+from ..thinc_utils import torch_module
+from .modules import FinetunedWordEmbedding
+
+
+class TrimError(ValueError):
+    """The pipeline cannot be trimmed as asked; the message names the fix."""
+
+
+@dataclass
+class TrimReport:
+    component: str  # name of the pipe whose word table was moved
+    old_rows: int  # rows of nlp.vocab.vectors before
+    new_rows: int  # rows kept
+    tuned_rows: int  # the model's n_word_rows before (now 0)
+    removed_keys: List[int]  # vector keys whose rows were dropped
+
+
+def find_word_tables(nlp: Language) -> List[Tuple[str, Model, FinetunedWordEmbedding]]:
+    """``(pipe name, embedder layer, torch word table)`` of every pipe whose
+    model holds a :class:`FinetunedWordEmbedding` (``CharWordEmbedder`` and
+    ``LMEmbedder`` layers, recognised by their ``n_word_rows`` setting)."""
+    found = []
+    for name, pipe in nlp.pipeline:
+        model = getattr(pipe, "model", None)
+        if not isinstance(model, Model):
+            continue
+        for node in model.walk():
+            if "n_word_rows" not in node.attrs or not node.layers:
+                continue
+            module = torch_module(node.layers[0])
+            words = getattr(getattr(module, "char_word", module), "words", None)
+            if isinstance(words, FinetunedWordEmbedding):
+                found.append((name, node, words))
+    return found
+
+
+def trim_word_vectors(nlp: Language, n_rows: int) -> TrimReport:
+    """Move the fine-tuned rows into ``nlp.vocab.vectors`` and keep its first ``n_rows`` rows, in place.
+
+    Args:
+        nlp: a trained pipeline with one ``ldnet_ner`` embedder and a
+            ``nlp.vocab.vectors`` table in spaCy's default mode.
+        n_rows: rows of the vectors table to keep (frequency order), >= 1.
+
+    Returns: a :class:`TrimReport`. Save with :func:`save_trimmed`, which also
+    writes ``n_word_rows = 0`` into ``config.cfg`` (spaCy rebuilds the model
+    from the config before it loads the weights).
+
+    Raises:
+        TrimError: no or several embedders with a word table, an empty or
+            floret vectors table, a width mismatch, or ``n_rows`` < 1.
+    """
+    tables = find_word_tables(nlp)
+    if not tables:
+        raise TrimError("This pipeline has no spacy_ldnet embedder with a word table: nothing to trim.")
+    if len(tables) > 1:
+        names = ", ".join(name for name, _, _ in tables)
+        raise TrimError(
+            f"Several pipes hold a fine-tuned word table ({names}); they share one vectors table, so "
+            f"their rows cannot all be moved into it. Fix: trim a pipeline with one such pipe."
+        )
+    name, node, words = tables[0]
+    vectors = nlp.vocab.vectors
+    if vectors.mode != "default":
+        raise TrimError(f"The vectors table is in {vectors.mode!r} mode; only the default mode can be trimmed.")
+    if vectors.shape[0] == 0:
+        raise TrimError("nlp.vocab.vectors is empty: nothing to trim. Fix: pass a trained pipeline.")
+    if n_rows < 1:
+        raise TrimError(f"--rows must be at least 1, got {n_rows}.")
+    weight = words.weight.detach().to("cpu").numpy()  # (K + 1, dim): K tuned rows, then <unk>
+    K, dim = words.n_rows, weight.shape[1]
+    if vectors.shape[1] != dim:
+        raise TrimError(f"The vectors table has width {vectors.shape[1]} but the model's word table {dim}.")
+    old_rows = int(vectors.shape[0])
+    n_rows = min(n_rows, old_rows)
+    moved = min(K, old_rows)
+    xp = get_array_module(vectors.data)
+    vectors.data[:moved] = xp.asarray(weight[:moved])  # the fine-tuned rows, read from here on
+    removed = vectors.resize((n_rows, dim), inplace=False)  # [(key, row)] of the dropped rows
+    with torch.no_grad():
+        words.weight = torch.nn.Parameter(words.weight[K:].detach().clone())  # (1, dim): <unk> only
+    words.n_rows = 0
+    node.attrs["n_word_rows"] = 0
+    return TrimReport(name, old_rows, n_rows, K, [int(key) for key, _ in removed])
+
+
+def save_trimmed(nlp: Language, report: TrimReport, output: Path) -> None:
+    """``nlp.to_disk(output)``, then set the trimmed pipe's ``n_word_rows`` to 0
+    in ``config.cfg`` and drop the words whose rows were dropped from
+    ``vocab/strings.json`` (a string still used elsewhere only costs a lookup
+    that spaCy redoes from the text)."""
+    drop = set()
+    for key in report.removed_keys:
+        if key in nlp.vocab.strings:
+            drop.add(nlp.vocab.strings[key])
+    nlp.to_disk(output)
+    cfg_path = output / "config.cfg"
+    config = Config().from_disk(cfg_path, interpolate=False)
+    blocks = [config["components"][report.component]]
+    while blocks:  # the embedder block is nested in the tagger's: find n_word_rows
+        block = blocks.pop()
+        if "n_word_rows" in block:
+            block["n_word_rows"] = 0
+        blocks.extend(v for v in block.values() if isinstance(v, dict))
+    config.to_disk(cfg_path)
+    strings_path = output / "vocab" / "strings.json"
+    srsly.write_json(strings_path, [s for s in srsly.read_json(strings_path) if s not in drop])
