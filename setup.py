@@ -7,6 +7,13 @@ here = Path(__file__).parent
 about: dict = {}
 exec((here / "spacy_ldnet" / "about.py").read_text(), about)
 
+# The trained pipelines in pipelines/ (spaCy pipeline packages, built by
+# project/ship_pipeline.py) are installed with the project, so that
+# spacy.load("en_ldnet_conll03") works right after `pip install .`.
+PIPELINES = ["en_ldnet_conll03", "en_ldnet_conll00"]
+shipped = [f"{name} @ {(here / 'pipelines' / name).resolve().as_uri()}"
+           for name in PIPELINES if (here / "pipelines" / name / "setup.py").is_file()]
+
 setup(
     name="spacy-ldnet",
     version=about["__version__"],
@@ -29,6 +36,7 @@ setup(
         "typer>=0.9",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        *shipped,
     ],
     extras_require={
         # GloVe 6B 50d, read once at `initialize` to fill the pipeline's vectors table.

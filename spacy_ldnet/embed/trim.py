@@ -36,7 +36,7 @@ class TrimReport:
     component: str  # name of the pipe whose word table was moved
     old_rows: int  # rows of nlp.vocab.vectors before
     new_rows: int  # rows kept
-    tuned_rows: int  # the model's n_word_rows before (now 0)
+    tuned_rows: int  # fine-tuned rows moved into the vectors table (the model's n_word_rows is now 0)
     removed_keys: List[int]  # vector keys whose rows were dropped
 
 
@@ -106,7 +106,7 @@ def trim_word_vectors(nlp: Language, n_rows: int) -> TrimReport:
         words.weight = torch.nn.Parameter(words.weight[K:].detach().clone())  # (1, dim): <unk> only
     words.n_rows = 0
     node.attrs["n_word_rows"] = 0
-    return TrimReport(name, old_rows, n_rows, K, [int(key) for key, _ in removed])
+    return TrimReport(name, old_rows, n_rows, moved, [int(key) for key, _ in removed])
 
 
 def save_trimmed(nlp: Language, report: TrimReport, output: Path) -> None:
