@@ -5,7 +5,7 @@ Usage:
       [--spans-key chunks] [--rows 50000] [--train-command "spacy train ..."]
 
 Steps, each a command a user could run alone:
-  1. ``spacy-ldnet trim-vectors`` (the word table keeps its first --rows rows);
+  1. ``spacy-ldnet trim-vectors`` (the word table keeps its first --rows rows, as --dtype);
   2. ``spacy-ldnet calibrate`` on DEV (the temperature of the span probabilities);
   3. ``spacy evaluate --gold-preproc`` of the untrimmed and the shipped pipeline on DEV and TEST;
   4. ``project/benchmark_speed.py`` (spacy benchmark speed, batch 128, 1 thread) on TEST;
@@ -69,24 +69,35 @@ def read_f1(path: Path, spans_key) -> float:
     return round(100 * json.loads(path.read_text())[f1_key(spans_key)], 2)
 
 
+def summary_line(args) -> str:
+    task = "chunks" if args.spans_key else "named entities"
+    data = "CoNLL-2000" if args.spans_key else "CoNLL-2003"
+    return f"LD-Net BiLSTM-CRF ({task}, pruned LM features, calibrated span probabilities) trained on {data}"
+
+
 def model_card(name, args, scores, speed, size, calibration, commands) -> str:
     task = "chunks in `doc.spans[\"%s\"]`" % args.spans_key if args.spans_key else "named entities in `doc.ents`"
     data = "CoNLL-2000 chunking (WSJ text)" if args.spans_key else "CoNLL-2003 English NER (Reuters news)"
     lines = [
+        f"# {name}",
+        "",
         f"LD-Net BiLSTM-CRF ({task}) with pruned dense LM features, trained on {data}. "
-        "Every prediction carries its CRF span probability "
-        f"(`doc.spans[\"ldnet_ner_scores\"]`, calibrated on dev: temperature {calibration['temperature']['after']:.3f}).",
+        "Every prediction carries its CRF span probability in `doc.spans[\"ldnet_ner_scores\"]` "
+        f"(calibrated on dev: temperature {calibration['temperature']['after']:.3f}). Needs spacy-ldnet.",
         "",
         f"- Training data: {data}. The corpus is for research use; this package holds none of its text "
         "(weights, the LM vocabulary and GloVe 6B 50d rows only).",
+        f"- Labels: {', '.join(args.labels)}.",
         f"- Scores (`spacy evaluate --gold-preproc`): dev F1 {scores['dev']:.2f}, test F1 {scores['test']:.2f}; "
         f"with the full GloVe table {scores['dev_full']:.2f} / {scores['test_full']:.2f}. "
-        "Seed spread of this recipe: docs/results.md in the spacy-ldnet repository.",
+        "The seed spread of this recipe is in docs/results.md of the spacy-ldnet repository.",
         f"- Speed: {speed['words_per_second']:,.0f} words/s (spacy benchmark speed, batch 128, 1 torch thread, {speed['cpu']}).",
-        f"- Size: {size:.1f} MB on disk; word vectors: the first {args.rows:,} GloVe rows.",
+        f"- Size: {size:.1f} MB on disk; word vectors: the {args.rows:,} most frequent GloVe rows, "
+        f"fine-tuned values included, stored as {args.dtype}.",
         f"- Calibration (dev, 15 bins): ECE {calibration['before']['ece']:.4f} before, {calibration['after']['ece']:.4f} after.",
-        "- Built with:",
+        "- Built with (in the spacy-ldnet repository):",
         *[f"  - `{c}`" for c in commands],
+        "",
     ]
     return "\n".join(lines)
 
@@ -98,7 +109,8 @@ def main() -> int:
     p.add_argument("--dev", type=Path, required=True)
     p.add_argument("--test", type=Path, required=True)
     p.add_argument("--spans-key", default=None)
-    p.add_argument("--rows", type=int, default=50000)
+    p.add_argument("--rows", type=int, default=200000)
+    p.add_argument("--dtype", default="int8", help="storage of the kept vector rows (spacy-ldnet trim-vectors --dtype)")
     p.add_argument("--train-command", default=None, help="the command that trained PIPELINE, for the model card")
     p.add_argument("--selection", type=Path, default=None, help="the prune.json whose kept_layers PIPELINE's LMs were cut to")
     p.add_argument("--work", type=Path, default=REPO / "training" / "ship")
@@ -111,7 +123,7 @@ def main() -> int:
     log = [args.train_command] if args.train_command else []
     start = time.time()
     spacy_ldnet = [sys.executable, "-m", "spacy_ldnet.cli"]
-    run([*spacy_ldnet, "trim-vectors", args.pipeline, work / "trimmed", "--rows", args.rows], log)
+    run([*spacy_ldnet, "trim-vectors", args.pipeline, work / "trimmed", "--rows", args.rows, "--dtype", args.dtype], log)
     run([*spacy_ldnet, "calibrate", work / "trimmed", args.dev, work / "calibrated"], log)
     calib_dir = work / "calibrated"
     for extra in ("calibration.json", "reliability.png"):
@@ -145,10 +157,11 @@ def main() -> int:
         ],
         "performance": {f"{s}_f1": scores[s] for s in ("dev", "test")} | {"words_per_second": round(speed["words_per_second"])},
     }
-    commands = log + [f"python project/ship_pipeline.py {args.pipeline} --name {args.name} --dev {args.dev} "
-                      f"--test {args.test}" + (f" --spans-key {args.spans_key}" if args.spans_key else "")
-                      + f" --rows {args.rows}"]
-    meta["description"] = model_card(full, args, scores, speed, size, calibration, commands)
+    commands = ([args.train_command] if args.train_command else []) + [shown(["python", *sys.argv])]
+    meta["description"] = summary_line(args)
+    import spacy
+
+    args.labels = list(spacy.load(calib_dir).get_pipe("ldnet_ner").labels)
     (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     (work / "package").mkdir()
     run([sys.executable, "-m", "spacy", "package", calib_dir, work / "package", "--name", args.name,
@@ -156,7 +169,9 @@ def main() -> int:
     dest = REPO / "pipelines" / full
     shutil.rmtree(dest, ignore_errors=True)
     shutil.move(str(work / "package" / f"{full}-{VERSION}"), str(dest))
-    import spacy
+    card = model_card(full, args, scores, speed, size, calibration, commands)
+    for readme in (dest / "README.md", dest / full / f"{full}-{VERSION}" / "README.md"):
+        readme.write_text(card + "\n" + readme.read_text())
 
     from spacy_ldnet.embed.lm_embedder import get_lm_module
 
@@ -173,9 +188,11 @@ def main() -> int:
                "words_per_second": round(speed["words_per_second"]), "cpu": speed["cpu"],
                "ece_before": calibration["before"]["ece"], "ece_after": calibration["after"]["ece"],
                "temperature": calibration["temperature"]["after"], "kept_layers": kept,
-               "lm_multiply_adds_per_token": lm_cost, "commands": commands,
+               "lm_multiply_adds_per_token": lm_cost, "commands": log,
                "seconds": round(time.time() - start)}
     (metrics / f"{full}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for path in metrics.glob(f"{full}.*.json"):  # commands in the figures' files, as typed in the repository root
+        path.write_text(path.read_text().replace(f"{sys.executable} -m", "python -m").replace(f"{REPO}/", ""))
     print(json.dumps({k: v for k, v in summary.items() if k != "commands"}, indent=2))
     return 0
 

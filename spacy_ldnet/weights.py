@@ -18,7 +18,9 @@ opcode is refused with :class:`UnsafeWeightsError`. Saving such a pipeline
 again (``nlp.to_disk``) writes safetensors.
 """
 import io
+import json
 import pickletools
+import struct
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -86,20 +88,42 @@ def serialize_module(module: torch.nn.Module) -> bytes:
     value is exactly a float16 value (the frozen LM weights, which are loaded
     from float16 checkpoints) is written as float16, half the bytes;
     :func:`load_state_dict_strict` reads it back into the float32 parameter
-    unchanged. So every entry round-trips with its shape, dtype and values."""
+    unchanged. An entry equal to an earlier one (the identical input
+    embeddings of a forward and a backward LM) is written once and named in
+    the ``spacy_ldnet.same_as`` metadata. So every entry round-trips with its
+    shape, dtype and values."""
     from safetensors.torch import save
 
     tensors: Dict[str, torch.Tensor] = {}
+    same_as: Dict[str, str] = {}
     storages = set()
     for name, tensor in module.state_dict().items():
         tensor = _exact_half(tensor.detach().to("cpu").contiguous())
+        twin = next((other for other, t in tensors.items() if t.dtype == tensor.dtype and t.shape == tensor.shape
+                     and t.numel() >= _MIN_SHARED and torch.equal(t, tensor)), None)
+        if twin is not None:
+            same_as[name] = twin
+            continue
         storage = tensor.untyped_storage().data_ptr()
         if tensor.untyped_storage().nbytes() and storage in storages:
             tensor = tensor.clone()
             storage = tensor.untyped_storage().data_ptr()
         storages.add(storage)
         tensors[name] = tensor
-    return save(tensors)
+    return save(tensors, metadata={SAME_AS: json.dumps(same_as)} if same_as else None)
+
+
+#: safetensors metadata key: ``{entry: earlier entry with the same values}`` (see :func:`serialize_module`).
+SAME_AS = "spacy_ldnet.same_as"
+#: Entries smaller than this are never shared (comparing them costs more than it saves).
+_MIN_SHARED = 4096
+
+
+def _safetensors_metadata(data: bytes) -> Dict[str, str]:
+    """The ``__metadata__`` of a safetensors buffer (its JSON header), or {}."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length].decode("utf8"))
+    return header.get("__metadata__") or {}
 
 
 def _exact_half(tensor: torch.Tensor) -> torch.Tensor:
@@ -140,7 +164,8 @@ def state_dict_from_bytes(data: bytes, *, source: str) -> Dict[str, torch.Tensor
     from safetensors.torch import load
 
     try:
-        return load(data)
+        state = load(data)
+        same_as = json.loads(_safetensors_metadata(data).get(SAME_AS, "{}"))
     except (SafetensorError, ValueError, OverflowError) as e:
         # A safetensors buffer may start with any byte (its header length), so a
         # pickle is only recognised once the buffer failed to parse.
@@ -153,6 +178,13 @@ def state_dict_from_bytes(data: bytes, *, source: str) -> Dict[str, torch.Tensor
             f"{source} ({len(data)} bytes) are not a valid safetensors buffer ({e}): the file is truncated "
             f"or corrupt. {SAFETENSORS_FIX}"
         ) from e
+    if not isinstance(same_as, dict):
+        raise WeightsError(f"{source}: the {SAME_AS} metadata is not a mapping. {SAFETENSORS_FIX}")
+    for name, twin in same_as.items():
+        if twin not in state:
+            raise WeightsError(f"{source}: entry {name!r} refers to {twin!r}, which the file lacks. {SAFETENSORS_FIX}")
+        state[name] = state[twin].clone()
+    return state
 
 
 def load_state_dict_strict(module: torch.nn.Module, state: Dict[str, torch.Tensor], *, source: str) -> None:

@@ -29,7 +29,8 @@ def word_embeddings(nlp, text):
 
     doc = nlp.make_doc(text)
     feats = featurize(Sequences.from_docs([doc], 32), n_word_rows=node.attrs["n_word_rows"],
-                      word_dim=node.attrs["word_width"], n_chars=node.attrs["n_chars"])
+                      word_dim=node.attrs["word_width"], n_chars=node.attrs["n_chars"],
+                      row_scales=node.attrs.get("word_row_scales"))
     words.eval()
     with torch.no_grad():
         out = words(torch.from_numpy(feats.word_rows), torch.from_numpy(feats.frozen_vectors))
@@ -91,3 +92,30 @@ def test_cli_writes_the_trimmed_pipeline(trained_pipeline_path, tmp_path):
     assert "-> 20 rows" in proc.stdout
     assert len(spacy.load(out).vocab.vectors) == 20
     assert not (tmp_path / "trimmed.partial").exists()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_compact_storage_reads_each_kept_row_to_within_its_rounding(trained_nlp, tmp_path, dtype):
+    text = "John Smith flew to Paris with Air France ."
+    before, rows = word_embeddings(trained_nlp, text)
+    report = trim_word_vectors(trained_nlp, trained_nlp.vocab.vectors.shape[0], dtype)
+    save_trimmed(trained_nlp, report, tmp_path / "trimmed")
+    nlp = spacy.load(tmp_path / "trimmed")
+    assert nlp.vocab.vectors.data.dtype == numpy.dtype(dtype)
+    after, _ = word_embeddings(nlp, text)
+    known = rows >= 0
+    # int8: one scale per row, error at most half a step (max |row| / 254); float16: 11 bits of mantissa
+    bound = numpy.abs(before[known]).max(axis=1, keepdims=True) / (254 if dtype == "int8" else 1024)
+    assert (numpy.abs(after[known] - before[known]) <= bound + 1e-7).all()
+    assert not numpy.array_equal(after[known], before[known])  # stored compactly, not as before
+
+
+def test_an_int8_table_without_its_scales_is_refused(trained_nlp, tmp_path):
+    report = trim_word_vectors(trained_nlp, 20, "int8")
+    save_trimmed(trained_nlp, report, tmp_path / "trimmed")
+    nlp = spacy.load(tmp_path / "trimmed")
+    _, node, _ = find_word_tables(nlp)[0]
+    assert len(node.attrs["word_row_scales"]) == 20
+    node.attrs["word_row_scales"] = None
+    with pytest.raises(ValueError, match="int8"):
+        list(nlp.pipe(["John Smith flew to Paris ."]))

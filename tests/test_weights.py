@@ -460,3 +460,27 @@ def test_float32_entries_holding_only_float16_values_are_stored_as_float16_and_l
     assert torch.equal(target.weight, source.weight)
     assert torch.equal(target.bias.nan_to_num(), source.bias.nan_to_num())
     assert len(data) < len(serialize_module(torch.nn.Linear(4, 3)))  # the float16 entry is smaller
+
+
+def test_equal_entries_are_stored_once_and_both_load():
+    class Twins(torch.nn.Module):  # a forward and a backward LM with the same frozen input embedding
+        def __init__(self):
+            super().__init__()
+            self.forward_embed = torch.nn.Embedding(300, 20)
+            self.backward_embed = torch.nn.Embedding(300, 20)
+            self.small = torch.nn.Parameter(torch.ones(3))
+            self.small_twin = torch.nn.Parameter(torch.ones(3))
+
+    source = Twins()
+    with torch.no_grad():
+        source.backward_embed.weight.copy_(source.forward_embed.weight)
+    data = serialize_module(source)
+    stored = load_safetensors(data)
+    assert "backward_embed.weight" not in stored and "forward_embed.weight" in stored
+    assert "small_twin" in stored  # small entries are not shared
+    target = deserialize_module(Twins(), data, torch.device("cpu"))
+    assert_same_tensors(target.state_dict(), source.state_dict())
+    target.forward_embed.weight.data[0, 0] = 5.0  # loaded as separate tensors
+    assert target.backward_embed.weight[0, 0] != 5.0
+    unequal = Twins()
+    assert len(serialize_module(unequal)) > len(data)

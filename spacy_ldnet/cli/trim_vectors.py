@@ -18,23 +18,26 @@ def trim_vectors_command(
     pipeline: Path = typer.Argument(..., help="A trained pipeline whose ldnet_ner embedder has a word table (e.g. training/conll03_ldnet/model-best)."),
     output: Path = typer.Argument(..., help="Where to write the trimmed pipeline (a new directory)."),
     rows: int = typer.Option(50000, "--rows", help="Rows of the vectors table to keep, most frequent first; other words read <unk>."),
+    dtype: str = typer.Option("float32", "--dtype", help="How the kept rows are stored: float32 (exact), float16, or int8 (one scale per row, a quarter of the bytes)."),
 ) -> None:
     """Keep the first --rows rows of the word vectors (fine-tuned values included); report the size before and after."""
     check_input(pipeline, "PIPELINE", pipeline=True)
     if rows < 1:
         fail(f"--rows {rows}: must be at least 1. Fix: e.g. --rows 50000.")
+    if dtype not in ("float32", "float16", "int8"):
+        fail(f"--dtype {dtype}: not one of float32, float16, int8.")
     if output.exists() and not output.is_dir():
         fail(f"OUTPUT {output} is a file. Fix: pass a directory (it is created if missing).")
     if output.resolve() == pipeline.resolve() or pipeline.resolve() in output.resolve().parents:
         fail(f"OUTPUT {output} is inside PIPELINE {pipeline}. Fix: pass a directory outside it.")
-    _trim(pipeline, output, rows)
+    _trim(pipeline, output, rows, dtype)
 
 
 def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def _trim(pipeline: Path, output: Path, rows: int) -> None:
+def _trim(pipeline: Path, output: Path, rows: int, dtype: str) -> None:
     import spacy
 
     from ..embed.trim import TrimError, save_trimmed, trim_word_vectors
@@ -44,7 +47,7 @@ def _trim(pipeline: Path, output: Path, rows: int) -> None:
     except Exception as e:  # a pipeline folder spaCy cannot read: one line, not a traceback
         fail(f"PIPELINE {pipeline} could not be loaded: {e}. Fix: pass a pipeline saved by spacy train.")
     try:
-        report = trim_word_vectors(nlp, rows)
+        report = trim_word_vectors(nlp, rows, dtype)
     except TrimError as e:
         fail(str(e))
     tmp = output.with_name(output.name + ".partial")
@@ -53,7 +56,7 @@ def _trim(pipeline: Path, output: Path, rows: int) -> None:
     shutil.rmtree(output, ignore_errors=True)
     tmp.rename(output)
     typer.echo(
-        f"{report.component}: vectors {report.old_rows} -> {report.new_rows} rows "
+        f"{report.component}: vectors {report.old_rows} -> {report.new_rows} rows ({dtype}) "
         f"({len(report.removed_keys)} words now read <unk>); {report.tuned_rows} fine-tuned rows moved into "
         f"the vectors table; {pipeline} {_size_mb(pipeline):.1f} MB -> {output} {_size_mb(output):.1f} MB"
     )

@@ -179,6 +179,7 @@ def embed_forward(
         word_dim=model.attrs["word_width"],
         n_chars=model.attrs["n_chars"],
         with_case=model.attrs.get("case_width", 0) > 0,
+        row_scales=model.attrs.get("word_row_scales"),
     )
     Y, bp_Y = model.layers[0](make_inputs(feats), is_train)  # (S, T, nO)
 

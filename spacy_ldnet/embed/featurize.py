@@ -4,7 +4,7 @@ Vectorised with numpy: characters come from one UTF-32 encode per sequence,
 word rows from one ``Vectors.find`` call per batch.
 """
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import numpy
 from spacy.attrs import IS_DIGIT, IS_LOWER, IS_PUNCT, IS_TITLE, IS_UPPER, LOWER
@@ -74,6 +74,16 @@ def find_rows(vectors, keys) -> numpy.ndarray:
     return to_host(vectors.find(keys=keys)).astype("int64", copy=False)
 
 
+def check_scales(data: numpy.ndarray, row_scales: Optional[numpy.ndarray]) -> None:
+    """An int8 vectors table needs one scale per row (see :func:`featurize`)."""
+    if data.dtype == numpy.int8 and (row_scales is None or len(row_scales) != data.shape[0]):
+        got = "no" if row_scales is None else len(row_scales)
+        raise ValueError(
+            f"nlp.vocab.vectors is stored as int8 ({data.shape[0]} rows) but the embedder holds {got} row "
+            f"scales. Fix: load the pipeline as spacy-ldnet trim-vectors wrote it (vectors and model together)."
+        )
+
+
 def featurize(
     seqs: Sequences,
     *,
@@ -81,6 +91,7 @@ def featurize(
     word_dim: int,
     n_chars: int,
     with_case: bool = False,
+    row_scales: Optional[numpy.ndarray] = None,
 ) -> CharWordFeatures:
     """Build the padded inputs of every sequence of a batch.
 
@@ -89,6 +100,11 @@ def featurize(
     ``word_dim`` (or an empty one) gives every word row -1. Word-shape ids are
     computed only ``with_case`` (embedders with a case feature). Each sequence
     is read as one character stream ``w_1 ␣ w_2 ␣ ... w_n ␣`` (LD-Net section 4.1).
+
+    A table stored as int8 (``spacy-ldnet trim-vectors --dtype int8``) is read
+    as ``data[row] * row_scales[row]``; a float16 table as it is.
+
+    Raises: ValueError for an int8 table without one scale per row.
     """
     docs = seqs.docs
     S, T = len(seqs), seqs.padded_length
@@ -115,7 +131,12 @@ def featurize(
             if beyond.any():
                 if data is None:
                     data = to_host(vectors.data)
-                frozen[s, : end - start][beyond] = data[rows[beyond]]
+                    check_scales(data, row_scales)
+                picked = rows[beyond]
+                values = data[picked]  # (n, word_dim)
+                if data.dtype == numpy.int8:
+                    values = values.astype("float32") * row_scales[picked, None]
+                frozen[s, : end - start][beyond] = values
         if with_case:
             if i not in case_cache:
                 case_cache[i] = case_ids_for(doc)

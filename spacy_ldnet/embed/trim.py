@@ -21,9 +21,10 @@ from typing import List, Tuple
 import srsly
 import torch
 from spacy.language import Language
+import numpy
 from thinc.api import Config, Model, get_array_module
 
-from ..thinc_utils import torch_module
+from ..thinc_utils import to_host, torch_module
 from .modules import FinetunedWordEmbedding
 
 
@@ -59,13 +60,35 @@ def find_word_tables(nlp: Language) -> List[Tuple[str, Model, FinetunedWordEmbed
     return found
 
 
-def trim_word_vectors(nlp: Language, n_rows: int) -> TrimReport:
+#: Storage types of the trimmed table: bytes per value 4, 2, 1 (int8 with one float32 scale per row).
+DTYPES = ("float32", "float16", "int8")
+
+
+def quantize_rows(data: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Symmetric int8 quantization with one scale per row.
+
+    Args: data, (N, D) float32.
+    Returns: ``(q, scales)``: q (N, D) int8 with ``|q| <= 127``, scales (N,)
+    float32 = max |row| / 127 (1.0 for an all-zero row), so that
+    ``|q * scales[:, None] - data| <= scales[:, None] / 2``.
+    """
+    absmax = numpy.abs(data).max(axis=1)  # (N,)
+    scales = numpy.where(absmax > 0, absmax / 127.0, 1.0).astype("float32")  # (N,)
+    q = numpy.clip(numpy.rint(data / scales[:, None]), -127, 127).astype("int8")  # (N, D)
+    return q, scales
+
+
+def trim_word_vectors(nlp: Language, n_rows: int, dtype: str = "float32") -> TrimReport:
     """Move the fine-tuned rows into ``nlp.vocab.vectors`` and keep its first ``n_rows`` rows, in place.
 
     Args:
         nlp: a trained pipeline with one ``ldnet_ner`` embedder and a
             ``nlp.vocab.vectors`` table in spaCy's default mode.
         n_rows: rows of the vectors table to keep (frequency order), >= 1.
+        dtype: how the kept rows are stored (:data:`DTYPES`): float32 (exact),
+            float16, or int8 with one scale per row (:func:`quantize_rows`;
+            the scales are kept in the embedder's ``word_row_scales`` attribute
+            and applied by :func:`spacy_ldnet.embed.featurize.featurize`).
 
     Returns: a :class:`TrimReport`. Save with :func:`save_trimmed`, which also
     writes ``n_word_rows = 0`` into ``config.cfg`` (spaCy rebuilds the model
@@ -73,7 +96,7 @@ def trim_word_vectors(nlp: Language, n_rows: int) -> TrimReport:
 
     Raises:
         TrimError: no or several embedders with a word table, an empty or
-            floret vectors table, a width mismatch, or ``n_rows`` < 1.
+            floret vectors table, a width mismatch, ``n_rows`` < 1 or an unknown ``dtype``.
     """
     tables = find_word_tables(nlp)
     if not tables:
@@ -92,6 +115,10 @@ def trim_word_vectors(nlp: Language, n_rows: int) -> TrimReport:
         raise TrimError("nlp.vocab.vectors is empty: nothing to trim. Fix: pass a trained pipeline.")
     if n_rows < 1:
         raise TrimError(f"--rows must be at least 1, got {n_rows}.")
+    if dtype not in DTYPES:
+        raise TrimError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+    if vectors.data.dtype != numpy.float32:
+        raise TrimError(f"The vectors table is already stored as {vectors.data.dtype}: trim the pipeline it came from.")
     weight = words.weight.detach().to("cpu").numpy()  # (K + 1, dim): K tuned rows, then <unk>
     K, dim = words.n_rows, weight.shape[1]
     if vectors.shape[1] != dim:
@@ -102,6 +129,12 @@ def trim_word_vectors(nlp: Language, n_rows: int) -> TrimReport:
     xp = get_array_module(vectors.data)
     vectors.data[:moved] = xp.asarray(weight[:moved])  # the fine-tuned rows, read from here on
     removed = vectors.resize((n_rows, dim), inplace=False)  # [(key, row)] of the dropped rows
+    if dtype == "int8":
+        q, scales = quantize_rows(numpy.asarray(to_host(vectors.data), dtype="float32"))
+        vectors.data = xp.asarray(q)
+        node.attrs["word_row_scales"] = scales
+    elif dtype == "float16":
+        vectors.data = vectors.data.astype("float16")
     with torch.no_grad():
         words.weight = torch.nn.Parameter(words.weight[K:].detach().clone())  # (1, dim): <unk> only
     words.n_rows = 0
