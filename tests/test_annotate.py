@@ -164,7 +164,6 @@ def test_bad_arguments(trained_pipeline_path, tmp_path):
         ((trained_pipeline_path, good, tmp_path / "full"), {}, r"OUTPUT .*full is not empty and has no manifest\.json"),
         ((trained_pipeline_path, good, tmp_path / "o6"), {"shard_size": 0}, r"--shard-size 0: must be at least 1"),
         ((trained_pipeline_path, good, tmp_path / "o7"), {"format": "csv"}, r"--format 'csv' is not one of jsonl, spacy"),
-        ((trained_pipeline_path, good, tmp_path / "o8"), {"n_process": 2, "threads": 2}, r"--threads 2 with --n-process 2: spaCy forks"),
     ]
     for (pipeline, input_spec, output), kw, message in cases:
         with pytest.raises(AnnotateError, match=message):

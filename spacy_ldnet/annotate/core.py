@@ -5,7 +5,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .inputs import JSONL, AnnotateError, InputFile, Line, find_inputs, iter_lines, parse
 from .shards import FORMATS, Manifest, ShardWriter, line_digest, lock_output, pending_lines
@@ -45,12 +45,6 @@ def check_settings(settings: AnnotateSettings) -> None:
                           ("--batch-size", settings.batch_size), ("--threads", settings.threads)):
         if value < 1:
             raise AnnotateError(f"{option} {value}: must be at least 1. Fix: e.g. {option} {getattr(AnnotateSettings, option[2:].replace('-', '_'))}.")
-    if settings.n_process > 1 and settings.threads > 1 and not settings.ray:
-        raise AnnotateError(
-            f"--threads {settings.threads} with --n-process {settings.n_process}: spaCy forks its worker processes, and torch "
-            f"runs one thread in a forked process (more can deadlock). Fix: use --n-process alone (one thread each), "
-            f"or --ray, whose actors each use --threads."
-        )
     if settings.format not in FORMATS:
         raise AnnotateError(f"--format {settings.format!r} is not one of {', '.join(FORMATS)}. Fix: --format jsonl or --format spacy.")
     if not settings.text_field:
@@ -147,6 +141,8 @@ def annotate(pipeline: str, input_spec: str, output: Path, settings: Optional[An
             from .ray_mode import run_ray
 
             progress = run_ray(pipeline, inputs, lines, writer, settings)
+        elif settings.n_process > 1:
+            progress = run_processes(pipeline, inputs, lines, writer, settings)
         else:
             nlp = load_pipeline(pipeline, settings.threads)
             progress = Progress(None, settings.progress)
@@ -159,29 +155,98 @@ def annotate(pipeline: str, input_spec: str, output: Path, settings: Optional[An
     return AnnotateSummary(progress.docs, progress.words, total - progress.docs, len(manifest.shards), seconds)
 
 
+def annotate_lines(nlp, ents: bool, lines: Sequence[Line], inputs: Sequence[InputFile],
+                   settings: AnnotateSettings) -> List[Tuple[Any, int]]:
+    """``(payload, words)`` per line, in order: the line's JSONL output record,
+    or its Doc as DocBin bytes, annotated with ``nlp.pipe`` inside
+    ``nlp.memory_zone()`` so that the vocab of a long run does not grow
+    without bound (the payloads hold no reference into it). Raises
+    :class:`AnnotateError` for a line that does not parse."""
+    from .records import docbin_bytes, json_line, with_fields
+
+    parsed = [parse(line, inputs, settings.text_field) for line in lines]
+    out: List[Tuple[Any, int]] = []
+    with nlp.memory_zone():
+        docs = nlp.pipe((text for text, _ in parsed), batch_size=settings.batch_size)
+        for line, (_, record), doc in zip(lines, parsed, docs):
+            if settings.format == "jsonl":
+                payload: Any = json_line(doc, record, ents)
+            else:
+                payload = docbin_bytes(with_fields(doc, record, text_key(inputs[line.file], settings.text_field)))
+            out.append((payload, len(doc)))
+    return out
+
+
 def run_local(nlp, inputs: Sequence[InputFile], lines: Iterable[Line], writer: ShardWriter,
               settings: AnnotateSettings, progress: Progress) -> None:
-    """Annotate ``lines`` with ``nlp.pipe`` (``n_process`` processes), one
-    call per shard inside ``nlp.memory_zone()`` so that the vocab of a long
-    run does not grow without bound."""
-    from .records import json_line, with_fields, writes_ents
+    """Annotate ``lines`` in this process, a batch at a time."""
+    from .records import writes_ents
 
     ents = writes_ents(nlp)
-    for _, shard_lines in itertools.groupby(lines, key=lambda line: line.index // settings.shard_size):
+    for batch in batched(lines, settings.batch_size * 4):
+        for line, (payload, words) in zip(batch, annotate_lines(nlp, ents, batch, inputs, settings)):
+            writer.add(line.index, line_digest(line.raw), payload, words)
+            progress.update(1, words)
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[List[Any]]:
+    """Lists of ``size`` consecutive items (the last may be shorter)."""
+    iterator = iter(items)
+    while True:
+        batch = list(itertools.islice(iterator, size))
+        if not batch:
+            return
+        yield batch
+
+
+#: The pipeline of a worker process of :func:`run_processes`, loaded once by :func:`_start_worker`.
+_WORKER: Dict[str, Any] = {}
+
+
+def _start_worker(pipeline: str, inputs: Sequence[InputFile], settings: AnnotateSettings) -> None:
+    from .records import writes_ents
+
+    nlp = load_pipeline(pipeline, settings.threads)
+    _WORKER.update(nlp=nlp, ents=writes_ents(nlp), inputs=inputs, settings=settings)
+
+
+def _worker_ready() -> bool:
+    return "nlp" in _WORKER
+
+
+def _annotate_in_worker(lines: List[Line]) -> List[Tuple[Any, int]]:
+    w = _WORKER
+    return annotate_lines(w["nlp"], w["ents"], lines, w["inputs"], w["settings"])
+
+
+def run_processes(pipeline: str, inputs: Sequence[InputFile], lines: Iterable[Line], writer: ShardWriter,
+                  settings: AnnotateSettings) -> Progress:
+    """Annotate ``lines`` in ``settings.n_process`` worker processes
+    (``settings.threads`` torch threads each), each of which loads the pipeline once; this process reads
+    the input, hands out batches of ``4 * batch_size`` lines (at most two per
+    worker in flight, so memory stays bounded) and writes the results in input
+    order. Returns the progress counts, timed from all workers ready."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = settings.n_process
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state inherited
+    with ProcessPoolExecutor(n, mp_context=context, initializer=_start_worker, initargs=(pipeline, inputs, settings)) as pool:
+        for ready in [pool.submit(_worker_ready) for _ in range(n)]:
+            ready.result()  # a worker that cannot load the pipeline raises its AnnotateError here
+        progress = Progress(None, settings.progress)
         in_flight: deque = deque()
 
-        def texts(shard_lines=shard_lines, in_flight=in_flight) -> Iterator[str]:
-            for line in shard_lines:
-                text, record = parse(line, inputs, settings.text_field)
-                in_flight.append((line, record))
-                yield text
+        def write_oldest() -> None:
+            batch, future = in_flight.popleft()
+            for line, (payload, words) in zip(batch, future.result()):
+                writer.add(line.index, line_digest(line.raw), payload, words)
+                progress.update(1, words)
 
-        with nlp.memory_zone():
-            for doc in nlp.pipe(texts(), batch_size=settings.batch_size, n_process=settings.n_process):
-                line, record = in_flight.popleft()
-                if settings.format == "jsonl":
-                    payload: Any = json_line(doc, record, ents)
-                else:
-                    payload = with_fields(doc, record, text_key(inputs[line.file], settings.text_field))
-                writer.add(line.index, line_digest(line.raw), payload, len(doc))
-                progress.update(1, len(doc))
+        for batch in batched(lines, settings.batch_size * 4):
+            in_flight.append((batch, pool.submit(_annotate_in_worker, batch)))
+            if len(in_flight) > 2 * n:
+                write_oldest()
+        while in_flight:
+            write_oldest()
+    return progress

@@ -22,7 +22,7 @@ import os
 import socket
 from typing import Any, Dict, Iterable, List, Sequence
 
-from .core import AnnotateSettings, Progress, load_pipeline, text_key
+from .core import AnnotateSettings, Progress, annotate_lines, load_pipeline
 from .inputs import AnnotateError, InputFile, Line, iter_file, parse
 from .shards import ShardWriter, line_digest
 
@@ -69,26 +69,14 @@ class Annotator:
     def __call__(self, batch):
         import pyarrow
 
-        from .records import docbin_bytes, json_line, with_fields
-
         columns = batch.to_pydict()
         lines = [Line(i, f, n, 0, raw) for i, f, n, raw in zip(columns["index"], columns["file"], columns["line_no"], columns["raw"])]
-        parsed = [parse(line, self.inputs, self.settings.text_field) for line in lines]
-        payloads, words = [], []
-        with self.nlp.memory_zone():
-            docs = self.nlp.pipe((text for text, _ in parsed), batch_size=self.settings.batch_size)
-            for line, (_, record), doc in zip(lines, parsed, docs):
-                if self.settings.format == "jsonl":
-                    payloads.append(json_line(doc, record, self.ents))
-                else:
-                    key = text_key(self.inputs[line.file], self.settings.text_field)
-                    payloads.append(docbin_bytes(with_fields(doc, record, key)))
-                words.append(len(doc))
+        payloads, words = zip(*annotate_lines(self.nlp, self.ents, lines, self.inputs, self.settings)) if lines else ((), ())
         return pyarrow.table({
             "index": pyarrow.array(columns["index"], pyarrow.int64()),
             "digest": pyarrow.array([line_digest(line.raw) for line in lines], pyarrow.binary()),
-            "payload": pyarrow.array(payloads, pyarrow.string() if self.settings.format == "jsonl" else pyarrow.binary()),
-            "words": pyarrow.array(words, pyarrow.int64()),
+            "payload": pyarrow.array(list(payloads), pyarrow.string() if self.settings.format == "jsonl" else pyarrow.binary()),
+            "words": pyarrow.array(list(words), pyarrow.int64()),
         })
 
 

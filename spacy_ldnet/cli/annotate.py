@@ -36,9 +36,9 @@ INPUT, --format, --shard-size and --text-field.
 If the input of a finished shard has changed, the rerun stops rather than mix
 two inputs; a short last shard is rewritten if documents were appended.
 
-Speed: --n-process runs spaCy's multiprocessing (nlp.pipe); its forked
-processes run torch with one thread each, so --threads applies to a single
-process and to each Ray actor. --ray runs the same job as a Ray Data pipeline
+Speed: --n-process N runs N worker processes that each load the pipeline
+once and run --threads torch threads; this process reads the input and
+writes the output in order. --ray runs the same job as a Ray Data pipeline
 (pip install 'spacy-ldnet\\[ray]'): a local Ray instance, or the cluster at
 --ray-address, with --n-process actors that each load the pipeline once.
 
@@ -60,9 +60,9 @@ def annotate_command(
     input_format: str = typer.Option("auto", "--input-format", help="auto (from the file name: .txt, .jsonl, .ndjson, .json, each optionally .gz), text or jsonl."),
     output_format: str = typer.Option("jsonl", "--format", help="jsonl (records with entities/spans) or spacy (DocBin shards)."),
     shard_size: int = typer.Option(10_000, "--shard-size", help="Documents per shard: the unit of writing and of resuming."),
-    n_process: int = typer.Option(1, "--n-process", help="Processes for nlp.pipe; with --ray, the number of Ray actors."),
+    n_process: int = typer.Option(1, "--n-process", help="Worker processes, each loading the pipeline once; with --ray, the number of Ray actors."),
     batch_size: int = typer.Option(128, "--batch-size", help="Documents per nlp.pipe batch (and per Ray actor call)."),
-    threads: int = typer.Option(1, "--threads", help="torch threads of the one process (--n-process 1) or of each Ray actor; spaCy's forked processes run one each."),
+    threads: int = typer.Option(1, "--threads", help="torch threads of the process, or of each worker process or Ray actor."),
     ray: bool = typer.Option(False, "--ray", help="Run as a Ray Data pipeline (needs the ray extra); a local Ray instance unless --ray-address."),
     ray_address: str = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster (e.g. auto, or ray://HEAD:10001); implies --ray. Every node must read PIPELINE and INPUT at the same paths."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar (documents/s, words/s) on stderr."),
