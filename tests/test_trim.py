@@ -119,3 +119,15 @@ def test_an_int8_table_without_its_scales_is_refused(trained_nlp, tmp_path):
     node.attrs["word_row_scales"] = None
     with pytest.raises(ValueError, match="int8"):
         list(nlp.pipe(["John Smith flew to Paris ."]))
+
+
+def test_the_trimmed_string_store_holds_no_training_words(trained_nlp, tmp_path):
+    import srsly
+
+    report = trim_word_vectors(trained_nlp, trained_nlp.vocab.vectors.shape[0])
+    save_trimmed(trained_nlp, report, tmp_path / "trimmed")
+    strings = set(srsly.read_json(tmp_path / "trimmed" / "vocab" / "strings.json"))
+    assert strings <= set(spacy.blank("en").vocab.strings) | {"PER", "LOC", "ORG", "MISC"}
+    assert not strings & {"Smith", "Jones", "Olympic", "Germany"}  # words of the training examples
+    nlp = spacy.load(tmp_path / "trimmed")
+    assert [(e.text, e.label_) for e in nlp("John Smith flew to Paris .").ents]  # still annotates

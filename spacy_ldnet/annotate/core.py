@@ -183,10 +183,18 @@ def run_local(nlp, inputs: Sequence[InputFile], lines: Iterable[Line], writer: S
     from .records import writes_ents
 
     ents = writes_ents(nlp)
-    for batch in batched(lines, settings.batch_size * 4):
+    for batch in shard_batches(lines, settings):
         for line, (payload, words) in zip(batch, annotate_lines(nlp, ents, batch, inputs, settings)):
             writer.add(line.index, line_digest(line.raw), payload, words)
             progress.update(1, words)
+
+
+def shard_batches(lines: Iterable[Line], settings: AnnotateSettings) -> Iterator[List[Line]]:
+    """Batches of ``4 * batch_size`` lines that never cross a shard boundary, so
+    that ``nlp.pipe`` sees the same batches as a Ray actor does and every mode
+    writes the same bytes."""
+    for _, shard_lines in itertools.groupby(lines, key=lambda line: line.index // settings.shard_size):
+        yield from batched(shard_lines, settings.batch_size * 4)
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[List[Any]]:
@@ -223,7 +231,7 @@ def run_processes(pipeline: str, inputs: Sequence[InputFile], lines: Iterable[Li
                   settings: AnnotateSettings) -> Progress:
     """Annotate ``lines`` in ``settings.n_process`` worker processes
     (``settings.threads`` torch threads each), each of which loads the pipeline once; this process reads
-    the input, hands out batches of ``4 * batch_size`` lines (at most two per
+    the input, hands out batches of lines (:func:`shard_batches`) (at most two per
     worker in flight, so memory stays bounded) and writes the results in input
     order. Returns the progress counts, timed from all workers ready."""
     import multiprocessing
@@ -243,7 +251,7 @@ def run_processes(pipeline: str, inputs: Sequence[InputFile], lines: Iterable[Li
                 writer.add(line.index, line_digest(line.raw), payload, words)
                 progress.update(1, words)
 
-        for batch in batched(lines, settings.batch_size * 4):
+        for batch in shard_batches(lines, settings):
             in_flight.append((batch, pool.submit(_annotate_in_worker, batch)))
             if len(in_flight) > 2 * n:
                 write_oldest()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
 
+import spacy
 import srsly
 import torch
 from spacy.language import Language
@@ -144,13 +145,14 @@ def trim_word_vectors(nlp: Language, n_rows: int, dtype: str = "float32") -> Tri
 
 def save_trimmed(nlp: Language, report: TrimReport, output: Path) -> None:
     """``nlp.to_disk(output)``, then set the trimmed pipe's ``n_word_rows`` to 0
-    in ``config.cfg`` and drop the words whose rows were dropped from
-    ``vocab/strings.json`` (a string still used elsewhere only costs a lookup
-    that spaCy redoes from the text)."""
-    drop = set()
-    for key in report.removed_keys:
-        if key in nlp.vocab.strings:
-            drop.add(nlp.vocab.strings[key])
+    in ``config.cfg`` and reduce ``vocab/strings.json`` to the strings a blank
+    pipeline of the language starts with plus the pipes' labels.
+
+    The string store of a trained pipeline holds every word type of its
+    training corpus; the pipeline needs none of them (vector rows are found
+    by hash, and spaCy adds the strings of new text as it reads it), and a
+    corpus under a research-only licence should not travel inside it.
+    """
     nlp.to_disk(output)
     cfg_path = output / "config.cfg"
     config = Config().from_disk(cfg_path, interpolate=False)
@@ -161,5 +163,8 @@ def save_trimmed(nlp: Language, report: TrimReport, output: Path) -> None:
             block["n_word_rows"] = 0
         blocks.extend(v for v in block.values() if isinstance(v, dict))
     config.to_disk(cfg_path)
+    keep = set(spacy.blank(nlp.lang).vocab.strings)
+    for _, pipe in nlp.pipeline:
+        keep.update(str(label) for label in getattr(pipe, "labels", ()) or ())
     strings_path = output / "vocab" / "strings.json"
-    srsly.write_json(strings_path, [s for s in srsly.read_json(strings_path) if s not in drop])
+    srsly.write_json(strings_path, [s for s in srsly.read_json(strings_path) if s in keep])
