@@ -23,8 +23,8 @@ step() {
 }
 step setup bash project/setup_env.sh .venv
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-for name in check-data convert pretrain evaluate-shipped benchmark-shipped annotate-examples \
-            quick-train quick-prune quick-package quick-check-package; do
+steps=$(python -c 'from pathlib import Path; from weasel.util import load_project_config; print(" ".join(load_project_config(Path(".")).get("workflows", {})["main"]))')
+for name in $steps; do  # the steps of the main workflow in project.yml
   step "$name" spacy project run "$name" . "$@"
 done
 python project/main_report.py --times "$times" --seconds "$(( $(date +%s) - start ))"

@@ -28,8 +28,12 @@ def test_workflow_steps_exist_and_their_deps_come_from_earlier_steps(workflow):
         written.update(COMMANDS[step].get("outputs", []))
 
 
-def test_the_main_command_runs_the_all_workflow_with_the_retraining():
-    assert "spacy project run all" in (ROOT / "project" / "main.sh").read_text()
+def test_the_main_command_runs_the_main_workflow_and_all_keeps_the_retraining():
+    script = (ROOT / "project" / "main.sh").read_text()
+    assert '["main"]' in script and 'spacy project run "$name"' in script
+    main = CONFIG["workflows"]["main"]
+    assert main.index("quick-train") < main.index("quick-prune") < main.index("quick-package") < main.index("quick-check-package")
+    assert main.index("evaluate-shipped") < main.index("quick-train")
     steps = CONFIG["workflows"]["all"]
     assert steps.index("prune") < steps.index("retrain-pruned") < steps.index("evaluate-retrained")
 
