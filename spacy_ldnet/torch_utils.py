@@ -32,16 +32,83 @@ def run_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> 
     memory". On a CPU ``flatten_parameters`` does nothing and the LSTM runs under
     :func:`native_cpu_lstm`.
 
+    On a CPU with gradients (training), the packed batch runs as a padded one
+    (:func:`padded_lstm`): the CPU kernel's backward over packed input
+    zero-fills a gradient of the whole input at every time step, which is
+    quadratic in the sequence length. The outputs at real positions are the
+    same up to float rounding; nothing reads the padding.
+
     Args:
         lstm: a ``batch_first`` ``nn.LSTM``.
         packed: a ``PackedSequence`` of its inputs, (N, input_size) rows.
     Returns:
-        The packed outputs, (N, num_directions * hidden_size) rows.
+        The packed outputs, (N, num_directions * hidden_size) rows, in the
+        order of ``packed``.
     """
     lstm.flatten_parameters()
+    if backward_on_cpu(lstm, packed):
+        return packed._replace(data=padded_lstm(lstm, packed))
     with native_cpu_lstm():
         out, _ = lstm(packed)
     return out
+
+
+def backward_on_cpu(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> bool:
+    """True when ``lstm(packed)`` would run on a CPU and record a graph for backward."""
+    return (
+        packed.data.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and (packed.data.requires_grad or any(p.requires_grad for p in lstm.parameters()))
+    )
+
+
+def padded_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> torch.Tensor:
+    """``lstm(packed).data`` computed on the padded batch, with a backward
+    pass linear in the sequence length.
+
+    Each direction of each layer runs ``torch.lstm`` over (S, T, D) rows; the
+    reverse direction reads every sequence reversed within its own length, so
+    padding only ever follows the real positions and never reaches them.
+    Dropout between layers as ``nn.LSTM`` (training only).
+
+    Args:
+        lstm: a ``batch_first`` ``nn.LSTM`` without ``proj_size``.
+        packed: a ``PackedSequence`` of (N, input_size) rows.
+    Returns:
+        (N, num_directions * hidden_size) rows in the packed order of ``packed``.
+    Raises:
+        ValueError: ``lstm`` has ``proj_size`` or is not ``batch_first``.
+    """
+    if lstm.proj_size or not lstm.batch_first:
+        raise ValueError("padded_lstm needs a batch_first nn.LSTM without proj_size")
+    batch_sizes = packed.batch_sizes  # (T,) on CPU, non-increasing
+    S, T = int(batch_sizes[0]), int(batch_sizes.shape[0])
+    # Packed row r holds (time t, sorted rank j): time-major blocks of batch_sizes[t] rows.
+    time_of_row = torch.repeat_interleave(torch.arange(T), batch_sizes)  # (N,)
+    rank_of_row = torch.arange(time_of_row.shape[0]) - (torch.cumsum(batch_sizes, 0) - batch_sizes)[time_of_row]  # (N,)
+    lengths = (batch_sizes.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(1)  # (S,) per sorted rank
+    steps = torch.arange(T).unsqueeze(0)  # (1, T)
+    reverse = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)  # (S, T)
+    x = packed.data.new_zeros((S, T, packed.data.shape[-1]))  # (S, T, D), ranks in length order
+    x = x.index_put((rank_of_row, time_of_row), packed.data)
+    n_dir = 2 if lstm.bidirectional else 1
+    H = lstm.hidden_size
+    for layer in range(lstm.num_layers):
+        outs = []
+        for d in range(n_dir):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            weights = [getattr(lstm, f"weight_ih{sfx}"), getattr(lstm, f"weight_hh{sfx}")]
+            if lstm.bias:
+                weights += [getattr(lstm, f"bias_ih{sfx}"), getattr(lstm, f"bias_hh{sfx}")]
+            h0 = x.new_zeros((1, S, H))  # (1, S, H)
+            inp = x if d == 0 else x.gather(1, reverse.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (S, T, D)
+            with native_cpu_lstm():
+                out, _, _ = torch.lstm(inp, (h0, h0), weights, lstm.bias, 1, 0.0, lstm.training, False, True)  # (S, T, H)
+            outs.append(out if d == 0 else out.gather(1, reverse.unsqueeze(-1).expand(-1, -1, H)))
+        x = outs[0] if n_dir == 1 else torch.cat(outs, dim=-1)  # (S, T, n_dir * H)
+        if layer + 1 < lstm.num_layers and lstm.dropout > 0:
+            x = torch.nn.functional.dropout(x, lstm.dropout, lstm.training)
+    return x[rank_of_row, time_of_row]  # (N, n_dir * H)
 
 
 _HEAP_LIMITED = False

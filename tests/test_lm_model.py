@@ -29,13 +29,30 @@ def batch(seed=1, B=3, T=7, lengths=(7, 4, 5)):
 
 
 def capture_layer_inputs(encoder):
-    """Record the packed input data of every LSTM layer."""
+    """Record the packed input data of every LSTM layer, on either path of the
+    encoder: ``nn.LSTM.forward``, or ``padded_lstm`` (training on a CPU)."""
+    import spacy_ldnet.lm.encoder as encoder_module
+
     seen = {}
     handles = []
     for i, lstm in enumerate(encoder.layers):
         def hook(module, args, i=i):
             seen[i] = args[0].data.detach().clone()
         handles.append(lstm.register_forward_pre_hook(hook))
+    layer_of = {id(lstm): i for i, lstm in enumerate(encoder.layers)}
+    original = encoder_module.padded_lstm
+
+    def recording(lstm, packed):
+        if id(lstm) in layer_of:
+            seen[layer_of[id(lstm)]] = packed.data.detach().clone()
+        return original(lstm, packed)
+
+    class Restore:
+        def remove(self):
+            encoder_module.padded_lstm = original
+
+    encoder_module.padded_lstm = recording
+    handles.append(Restore())
     return seen, handles
 
 

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from spacy_ldnet.embed.modules import CharBiLSTM
 from spacy_ldnet.ner.modules import BiLSTMCRFHead
-from spacy_ldnet.torch_utils import run_lstm
+from spacy_ldnet.torch_utils import backward_on_cpu, native_cpu_lstm, padded_lstm, run_lstm
 
 
 def _char_inputs(device):
@@ -51,10 +51,60 @@ def test_run_lstm_returns_what_the_lstm_returns():
     lstm = nn.LSTM(3, 2, batch_first=True, bidirectional=True)
     X = torch.randn(2, 4, 3)
     packed = pack_padded_sequence(X, torch.tensor([4, 2]), batch_first=True, enforce_sorted=False)
-    expected, _ = lstm(packed)
-    got = run_lstm(lstm, packed)
+    with torch.no_grad():
+        expected, _ = lstm(packed)
+        got = run_lstm(lstm, packed)
     assert torch.equal(got.data, expected.data)
     assert torch.equal(got.batch_sizes, expected.batch_sizes)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_padded_lstm_equals_the_packed_lstm_and_its_gradients(bidirectional, num_layers):
+    """Training on a CPU runs the packed batch padded (run_lstm): same outputs at
+    every real position, same gradients for the inputs and every weight."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4, num_layers=num_layers, batch_first=True, bidirectional=bidirectional).eval()
+    lengths = torch.tensor([5, 1, 3, 7, 2])
+    X = torch.randn(5, 7, 3, requires_grad=True)
+
+    def loss_and_grads(run):
+        packed = pack_padded_sequence(X, lengths, batch_first=True, enforce_sorted=False)
+        out = run(packed)  # (N, n_dir * 4) packed rows
+        weights = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        loss = (out * weights).sum() + (out ** 2).sum()
+        return out, torch.autograd.grad(loss, [X, *lstm.parameters()])
+
+    with native_cpu_lstm():
+        expected, expected_grads = loss_and_grads(lambda p: lstm(p)[0].data)
+    got, got_grads = loss_and_grads(lambda p: run_lstm(lstm, p).data)
+    assert backward_on_cpu(lstm, pack_padded_sequence(X, lengths, batch_first=True, enforce_sorted=False))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_lstm_applies_dropout_between_layers_only_in_training():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4, num_layers=2, dropout=0.5, batch_first=True).train()
+    packed = pack_padded_sequence(torch.randn(2, 4, 3), torch.tensor([4, 2]), batch_first=True, enforce_sorted=False)
+    with native_cpu_lstm():
+        torch.manual_seed(1)
+        train_a = padded_lstm(lstm, packed)
+        torch.manual_seed(2)
+        train_b = padded_lstm(lstm, packed)
+        lstm.eval()
+        with torch.no_grad():
+            expected = lstm(packed)[0].data
+    assert not torch.allclose(train_a, train_b)
+    torch.testing.assert_close(padded_lstm(lstm, packed).detach(), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_padded_lstm_refuses_projections():
+    lstm = nn.LSTM(3, 4, proj_size=2, batch_first=True)
+    packed = pack_padded_sequence(torch.randn(1, 2, 3), torch.tensor([2]), batch_first=True)
+    with pytest.raises(ValueError, match="proj_size"):
+        padded_lstm(lstm, packed)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN weight compaction needs a GPU")

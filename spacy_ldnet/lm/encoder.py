@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ..torch_utils import backward_on_cpu, padded_lstm
 from .config import LMConfig
 
 
@@ -198,8 +199,10 @@ class DenseLSTMEncoder(nn.Module):
         deep = [x]  # the inputs of the next layer [x; h_0 * m_0; ...]
         for i, lstm in enumerate(self.layers):
             inp = deep[0] if len(deep) == 1 else torch.cat(deep, dim=-1)
-            h, _ = lstm(packed._replace(data=inp))
-            h = self.dropout(h.data)
+            layer_in = packed._replace(data=inp)
+            # padded_lstm: the CPU kernel's backward over packed input is quadratic in T
+            h = padded_lstm(lstm, layer_in) if backward_on_cpu(lstm, layer_in) else lstm(layer_in)[0].data
+            h = self.dropout(h)
             if layer_scales is not None:
                 h = h * layer_scales[i].to(h.dtype)
             outputs.append(h)
