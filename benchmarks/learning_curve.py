@@ -118,6 +118,7 @@ def run(cmd: List[str], log: Path) -> None:
 
 def evaluate(model: str, task: dict, out: Path, log: Path) -> Dict[str, float]:
     scores = {}
+    out.mkdir(parents=True, exist_ok=True)
     for split, data in task["test"].items():
         target = out / f"{split}.json"
         if not target.is_file():
