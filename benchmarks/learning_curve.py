@@ -148,7 +148,7 @@ def one_run(task_name: str, pipeline: str, n: Optional[int], seed: int, args) ->
              "--lambda1", str(args.lambda1), "--steps", str(args.prune_steps), "--eval-every", "100",
              "--finetune-steps", str(args.prune_steps), "--seed", str(seed), "--threads", "1"], log)
         prune = json.loads((out / "prune.json").read_text())
-        record["kept_layers"] = {k: v for k, v in prune.items() if k.startswith("kept")}
+        record["kept_layers"] = prune["kept_layers"]
         model = out / "model-pruned"
     else:
         config = task["configs"][pipeline]
