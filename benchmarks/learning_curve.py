@@ -149,6 +149,9 @@ def one_run(task_name: str, pipeline: str, n: Optional[int], seed: int, args) ->
              "--finetune-steps", str(args.prune_steps), "--seed", str(seed), "--threads", "1"], log)
         prune = json.loads((out / "prune.json").read_text())
         record["kept_layers"] = prune["kept_layers"]
+        record["lm_multiply_adds_per_token"] = prune["lm_multiply_adds_per_token"]
+        record["words_per_second"] = prune["words_per_second"]
+        record["dev"] = round(100 * prune["dev_f1"]["after"], 2)
         model = out / "model-pruned"
     else:
         config = task["configs"][pipeline]
@@ -163,6 +166,7 @@ def one_run(task_name: str, pipeline: str, n: Optional[int], seed: int, args) ->
             run(cmd, log)
         record["steps"] = steps
         model = out / "model-best"
+        record["dev"] = round(100 * json.loads((model / "meta.json").read_text())["performance"][task["score"]], 2)
     record["sentences"] = json.loads((REPO / f"corpus/curve/{task_name}/train_{size_name(n)}.json").read_text())["sentences"]
     record.update(evaluate(str(model), task, out, log))
     results.parent.mkdir(parents=True, exist_ok=True)
