@@ -111,6 +111,27 @@ def padded_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) 
     return x[rank_of_row, time_of_row]  # (N, n_dir * H)
 
 
+def packed_rows(packed: torch.nn.utils.rnn.PackedSequence, positions: torch.Tensor) -> torch.Tensor:
+    """Rows of ``packed.data`` holding time step ``positions[s, t]`` of sequence s.
+
+    Packed rows are time-major: the rows of time step p start at
+    ``cumsum(batch_sizes)[p] - batch_sizes[p]`` and sequence s sits at its
+    rank in the length-sorted order (``unsorted_indices[s]``).
+
+    Args:
+        packed: a ``PackedSequence`` packed with ``enforce_sorted=False``.
+        positions: (S, ...) long time steps, each below its sequence's length
+            (a step beyond it would name another sequence's row).
+    Returns:
+        (S, ...) long row indices into ``packed.data``, on its device.
+    """
+    batch_sizes = packed.batch_sizes  # (P,) on CPU, non-increasing
+    device = packed.data.device
+    offsets = (torch.cumsum(batch_sizes, 0) - batch_sizes).to(device)  # (P,)
+    rank = packed.unsorted_indices.to(device).view(-1, *([1] * (positions.dim() - 1)))  # (S, 1, ...)
+    return offsets[positions.to(device)] + rank
+
+
 _HEAP_LIMITED = False
 
 

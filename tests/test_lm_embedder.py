@@ -108,6 +108,30 @@ def test_lm_features_align_with_direct_encoder_runs(tiny_lm_path):
         torch.testing.assert_close(h[s, :n, D:], b, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("learn_masks", [False, True])
+def test_lm_features_equal_the_projection_of_the_dense_outputs(tiny_lm_path, learn_masks):
+    """r_t from the packed LMs and the column-split W equals ReLU(W [h_t; h_t^r] + b)
+    at every real token; with learning masks, so do the masks' gradients."""
+    nlp, _ = make_lm_nlp(tiny_lm_path)
+    lm = get_lm_module(nlp.get_pipe("ldnet_ner").model.get_ref("tok2vec")).eval()
+    lm.set_learn_masks(learn_masks)
+    docs = [nlp.make_doc("Mary Jones works for Google in London ."), nlp.make_doc("Paris"), nlp.make_doc("Go !")]
+    seqs = Sequences.from_docs(docs, MAX_SEQUENCE_LENGTH)
+    fw, bw = (torch.from_numpy(x) for x in lm_token_ids(nlp.get_pipe("ldnet_ner").model.get_ref("tok2vec"), seqs))
+    lengths = torch.tensor(seqs.lengths)
+    real = torch.arange(fw.shape[1] - 1)[None, :] < lengths[:, None]  # (S, T)
+    expected = torch.relu(lm.proj(lm.dense_outputs(fw, bw, lengths)))[real]  # (N, out_dim)
+    got = lm(fw, bw, lengths)[real]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    if learn_masks:
+        grads = []
+        for out in (expected, got):
+            lm.zero_grad()
+            out.pow(2).sum().backward(retain_graph=True)
+            grads.append(lm.backward_masks.grad.clone())
+        torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-4)
+
+
 def embed(tok2vec, docs, *, is_train=False):
     """The embedder's features of ``docs``, one (n_tokens, nO) array per doc."""
     seqs = Sequences.from_docs(docs, MAX_SEQUENCE_LENGTH)

@@ -397,3 +397,19 @@ def test_parameter_counts():
     assert counts["input_embedding"] == V * E
     assert counts["output_layer"] == (E + L * H) * 4 + 4 + 4 * V + V
     assert counts["total"] == sum(p.numel() for p in lm.parameters())
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_inference_without_a_graph_equals_the_graph_path(scaled):
+    """Eval mode under no_grad reads the layer inputs from one buffer in place;
+    the values must be those of the path that records a graph."""
+    enc = make_encoder().eval()
+    ids, lengths = batch()
+    scales = torch.tensor([0.5, 1.0, 2.0, 0.0]) if scaled else None
+    with torch.no_grad():
+        fast = enc.forward_packed(ids, lengths, layer_scales=scales).data
+    graph_scales = None if scales is None else scales.clone().requires_grad_(True)
+    with torch.enable_grad():
+        graph = enc.forward_packed(ids, lengths, layer_scales=graph_scales).data
+    assert fast.shape == (int(lengths.sum()), enc.output_dim)
+    torch.testing.assert_close(fast, graph.detach(), atol=1e-6, rtol=0)

@@ -119,3 +119,18 @@ def test_no_noncontiguous_weight_warning_after_a_thinc_style_update():
         warnings.simplefilter("always")
         _forward_both(char, head, "cuda")
     assert not [w for w in caught if "contiguous chunk" in str(w.message)]
+
+
+def test_packed_rows_name_the_rows_of_each_sequence_and_step():
+    from spacy_ldnet.torch_utils import packed_rows
+    from torch.nn.utils.rnn import pad_packed_sequence
+
+    lengths = torch.tensor([3, 5, 1, 4])
+    X = torch.randn(4, 5, 2)
+    packed = pack_padded_sequence(X, lengths, batch_first=True, enforce_sorted=False)
+    steps = torch.tensor([[0, 2], [4, 1], [0, 0], [3, 2]])  # (S, 2), each below its length
+    rows = packed_rows(packed, steps)  # (S, 2)
+    expected = torch.stack([X[s, steps[s]] for s in range(4)])  # (S, 2, 2)
+    torch.testing.assert_close(packed.data[rows], expected)
+    padded, _ = pad_packed_sequence(packed, batch_first=True)
+    torch.testing.assert_close(padded[1, 4], packed.data[packed_rows(packed, torch.tensor([[0], [4], [0], [0]]))[1, 0]])

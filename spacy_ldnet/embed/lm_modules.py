@@ -11,7 +11,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..lm.encoder import reverse_padded
 from ..lm.model import DenseLSTMEncoder, LMConfig
+from ..torch_utils import packed_rows
 from .modules import CharWordEmbedder
 
 
@@ -176,9 +178,38 @@ class LMFeatures(nn.Module):
         return out
 
     def forward(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """r_t = ReLU(W dropout([h_t; h_t^r]) + b), shape (S, T, out_dim); arguments as :meth:`dense_outputs`."""
-        h = self.dense_outputs(fw_ids, bw_ids, lengths)  # (S, T, D_f + D_b)
-        return torch.relu(self.proj(self.dropout(h)))  # (S, T, out_dim)
+        """r_t = ReLU(W dropout([h_t; h_t^r]) + b), shape (S, T, out_dim); arguments as
+        :meth:`dense_outputs`; rows at padded positions are arbitrary.
+
+        Through the cache (see ``cache_tokens``) the dense outputs are padded
+        (S, T, D_f + D_b) rows; otherwise both LMs stay packed and W is split
+        by columns, ``W [h_t; h_t^r] = W_f h_t + W_b h_t^r``, so the LM outputs
+        are never padded, reversed or joined.
+        """
+        if self.cache_tokens > 0 and self.training and not self.learn_masks:
+            h = self._cached_dense_outputs(fw_ids, bw_ids, lengths)  # (S, T, D_f + D_b)
+            return torch.relu(self.proj(self.dropout(h)))  # (S, T, out_dim)
+        S, T = fw_ids.shape[0], fw_ids.shape[1] - 1
+        n = lengths.cpu().unsqueeze(1)  # (S, 1) tokens per sequence
+        n1 = n.squeeze(1) + 1  # (S,) the boundary token is part of each row
+        learn = self.learn_masks
+        with torch.set_grad_enabled(torch.is_grad_enabled() and learn):
+            zf = self.forward_masks if learn else self.forward_masks.detach()
+            zb = self.backward_masks if learn else self.backward_masks.detach()
+            # Forward LM over <s> w_1 .. w_n: step p has read <s> w_1..w_p.
+            hf = self.forward_lm.forward_packed(fw_ids, n1, layer_scales=zf)  # .data (N1, D_f)
+            # Backward LM over <s> w_n .. w_1 (bw_ids reversed within n + 1): step p has read w_n..w_{n+1-p}.
+            hb = self.backward_lm.forward_packed(reverse_padded(bw_ids, n1.to(bw_ids.device)), n1, layer_scales=zb)  # .data (N1, D_b)
+        D_f = self.forward_lm.output_dim
+        yf = nn.functional.linear(self.dropout(hf.data), self.proj.weight[:, :D_f])  # (N1, out_dim)
+        yb = nn.functional.linear(self.dropout(hb.data), self.proj.weight[:, D_f:], self.proj.bias)  # (N1, out_dim)
+        t = torch.arange(T).unsqueeze(0)  # (1, T)
+        real = t < n  # (S, T)
+        step_f = torch.where(real, t + 1, 0)  # (S, T) token t (0-based) is w_{t+1}
+        step_b = torch.where(real, n - t, 0)  # (S, T) the backward step that has read w_n..w_{t+1}
+        rows_f, rows_b = packed_rows(hf, step_f).view(-1), packed_rows(hb, step_b).view(-1)  # (S * T,)
+        r = yf.index_select(0, rows_f).add_(yb.index_select(0, rows_b))  # (S * T, out_dim)
+        return torch.relu_(r).view(S, T, -1)  # (S, T, out_dim)
 
     def multiply_adds_per_token(self) -> Dict[str, int]:
         """Multiply-adds per token: both LSTM stacks (``lm``) and W (``projection``)."""

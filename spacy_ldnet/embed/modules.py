@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from ..torch_utils import run_lstm
+from ..torch_utils import packed_rows, run_lstm
 
 
 
@@ -61,14 +61,9 @@ class CharBiLSTM(nn.Module):
         emb = self.dropout(self.embed(ids.data))  # (N_chars, char_dim), time-major packed order
         packed = PackedSequence(emb, ids.batch_sizes, ids.sorted_indices, ids.unsorted_indices)
         out = run_lstm(self.lstm, packed)  # out.data: (N_chars, 2H)
-        # Row of (sequence s, character c) in the packed data: the rows of time
-        # step c start at offsets[c]; s sits at its rank in the length-sorted order.
-        batch_sizes = ids.batch_sizes  # (C,) on CPU
-        offsets = (torch.cumsum(batch_sizes, 0) - batch_sizes).to(char_ids.device)  # (C,)
-        rank = ids.unsorted_indices.unsqueeze(1)  # (S, 1)
         H = self.hidden_dim
-        fw = out.data[offsets[fw_index] + rank, :H]  # (S, T, H) forward state at the space after word t
-        bw = out.data[offsets[bw_index] + rank, H:]  # (S, T, H) backward state at word t's first char
+        fw = out.data[packed_rows(out, fw_index), :H]  # (S, T, H) forward state at the space after word t
+        bw = out.data[packed_rows(out, bw_index), H:]  # (S, T, H) backward state at word t's first char
         return self.proj(torch.cat([fw, bw], dim=-1))  # (S, T, out_dim)
 
 

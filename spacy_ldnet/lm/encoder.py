@@ -190,10 +190,12 @@ class DenseLSTMEncoder(nn.Module):
             raise ValueError(
                 f"layer_scales must have shape ({self.num_layers},), got {tuple(layer_scales.shape)}"
             )
-        emb = self.embedding(token_ids)  # (B, T, E)
-        emb = self.dropout(emb)
-        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-        x = packed.data
+        # Pack the ids, not the embeddings: no padded (B, T, E) tensor is built.
+        ids = pack_padded_sequence(token_ids, lengths, batch_first=True, enforce_sorted=False)
+        x = self.dropout(self.embedding(ids.data))  # (N, E), time-major packed order
+        packed = ids._replace(data=x)
+        if not self.training and not torch.is_grad_enabled():
+            return packed._replace(data=self._dense_inference(packed, layer_scales))
         keep = self._layer_keep(x.device)
         outputs = [x]  # the output concatenation [x; h_0; ...]
         deep = [x]  # the inputs of the next layer [x; h_0 * m_0; ...]
@@ -210,6 +212,22 @@ class DenseLSTMEncoder(nn.Module):
                 deep.append(h if keep is None else h * keep[i])
         data = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
         return packed._replace(data=data)
+
+    def _dense_inference(self, packed: PackedSequence, layer_scales: Optional[Tensor]) -> Tensor:
+        """The dense outputs of the packed embeddings ``packed.data`` (N, E) in
+        eval mode without a graph: every layer writes its (N, H) output into one
+        (N, output_dim) buffer and reads the buffer's leading columns, its
+        input ``[x; h_0; ...; h_{l-1}]``, in place (no concatenation)."""
+        x = packed.data  # (N, E)
+        out = x.new_empty((x.shape[0], self.output_dim))  # (N, E + L * H)
+        out[:, : self.embed_dim] = x
+        for i, lstm in enumerate(self.layers):
+            width = lstm.input_size  # E + i * H
+            h = lstm(packed._replace(data=out[:, :width]))[0].data  # (N, H)
+            if layer_scales is not None:
+                h = h * layer_scales[i].to(h.dtype)
+            out[:, width : width + self.hidden_dim] = h
+        return out
 
     def forward(
         self,
