@@ -45,7 +45,8 @@ def run_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> 
         The packed outputs, (N, num_directions * hidden_size) rows, in the
         order of ``packed``.
     """
-    lstm.flatten_parameters()
+    if hasattr(lstm, "flatten_parameters"):
+        lstm.flatten_parameters()
     if backward_on_cpu(lstm, packed):
         return packed._replace(data=padded_lstm(lstm, packed))
     with native_cpu_lstm():

@@ -28,6 +28,7 @@ from . import cut_lms  # noqa: E402,F401
 from . import calibrate  # noqa: E402,F401
 from . import annotate  # noqa: E402,F401
 from . import trim_vectors  # noqa: E402,F401
+from . import quantize  # noqa: E402,F401
 
 
 def main() -> None:

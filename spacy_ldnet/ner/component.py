@@ -33,6 +33,7 @@ from spacy.vocab import Vocab
 from thinc.api import Model, set_dropout_rate
 from thinc.types import Floats2d
 
+from ..precision import PredictionModules, check_precision
 from ..sequences import Sequences
 from ..thinc_utils import use_torch_params
 from ..torch_utils import limit_heap_growth
@@ -91,7 +92,8 @@ DEFAULT_MODEL = util.load_config_from_str(DEFAULT_MODEL_CONFIG)["model"]
     # config, so both are listed.
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
     default_config={
-        "model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "spans_key": None, **CONFIDENCE_DEFAULTS
+        "model": DEFAULT_MODEL, "scorer": {"@scorers": "spacy.ner_scorer.v1"}, "spans_key": None,
+        **CONFIDENCE_DEFAULTS, "precision": "fp32",
     },
     # Spans mode: a config sets [training.score_weights] spans_<key>_f = 1.0 and
     # the ents_* weights to null (see configs/conll00_chunk.cfg).
@@ -108,6 +110,7 @@ def make_ldnet_ner(
     candidates_key: Optional[str] = CANDIDATES_KEY,
     candidates_threshold: Optional[float] = None,
     temperature: float = 1.0,
+    precision: str = "fp32",
 ) -> "LDNetNER":
     """Create an :class:`LDNetNER` component (``nlp.add_pipe("ldnet_ner")``).
 
@@ -116,12 +119,13 @@ def make_ldnet_ner(
     ``doc.spans["chunks"]``, scored with ``spacy.spancat_scorer.v1``
     (``spans_chunks_p/r/f``). The confidence settings (``scores_key``,
     ``threshold``, ``candidates_key``, ``candidates_threshold``,
-    ``temperature``) are described in :class:`LDNetNER`; configs written
-    before them get the defaults, which leave the Viterbi output unchanged.
+    ``temperature``) and ``precision`` are described in :class:`LDNetNER`;
+    configs written before them get the defaults, which leave the output
+    unchanged.
     """
     settings = dict(scores_key=scores_key, threshold=threshold, candidates_key=candidates_key,
                     candidates_threshold=candidates_threshold, temperature=temperature)
-    return LDNetNER(nlp.vocab, model, name, scorer=scorer, spans_key=spans_key, **settings)
+    return LDNetNER(nlp.vocab, model, name, scorer=scorer, spans_key=spans_key, precision=precision, **settings)
 
 
 class LDNetNER(TrainablePipe):
@@ -172,12 +176,19 @@ class LDNetNER(TrainablePipe):
     - ``temperature`` (1.0): emission and transition scores are divided by it
       first (Viterbi is unchanged); ``spacy-ldnet calibrate`` fits it.
 
+    Precision (factory setting ``precision``): ``"fp32"`` (default), or
+    ``"int8"``, which predicts with dynamically quantized int8 LSTMs on CPU
+    (:mod:`spacy_ldnet.precision`; ``spacy-ldnet quantize`` writes it).
+    Training and the saved weights are fp32 either way.
+
     Raises:
         ValueError: using the component before ``initialize`` (no labels);
             adding a label after the output layer exists; a scorer that does
             not match the mode (spaCy's NER scorer with ``spans_key``, its
             span scorer without); a confidence setting out of range (see
-            :func:`spacy_ldnet.ner.confidence.check_settings`).
+            :func:`spacy_ldnet.ner.confidence.check_settings`); a
+            ``precision`` other than ``"fp32"``/``"int8"``; ``"int8"`` with the
+            weights on a GPU (at the first prediction).
     """
 
     def __init__(
@@ -188,6 +199,7 @@ class LDNetNER(TrainablePipe):
         *,
         scorer: Optional[Callable] = None,
         spans_key: Optional[str] = None,
+        precision: str = "fp32",
         **confidence,
     ):
         """``confidence``: the settings of :data:`spacy_ldnet.ner.confidence.CONFIDENCE_DEFAULTS`
@@ -215,6 +227,8 @@ class LDNetNER(TrainablePipe):
         self.candidates_key: Optional[str] = settings["candidates_key"]
         self.candidates_threshold = None if settings["candidates_threshold"] is None else float(settings["candidates_threshold"])
         self.temperature = float(settings["temperature"])
+        self.precision = check_precision(precision)
+        self._prediction_modules = PredictionModules()
         self.cfg: Dict = {"labels": [], "input_width": None}
         self._torch_threads_pid = os.getpid()
         limit_heap_growth()  # see its docstring: keeps `spacy train` from growing ~10 MB/step
@@ -308,6 +322,7 @@ class LDNetNER(TrainablePipe):
         self._build_head()
 
     def _build_head(self) -> None:
+        self._prediction_modules.invalidate()
         build_head(self.model, int(self.cfg["input_width"]), allowed_transitions(self.tag_names))
 
     def _check_initialized(self) -> None:
@@ -331,17 +346,19 @@ class LDNetNER(TrainablePipe):
         docs = list(docs)
         self._check_initialized()
         self._configure_worker_threads()
-        return predict_docs(
-            self.model, docs, TagLayout.from_tag_names(self.tag_names, self.labels), scored=self.scored,
-            temperature=self.temperature, candidates_threshold=self.candidates_threshold,
-        )
+        with self._prediction_modules.using(self.model, self.precision):
+            return predict_docs(
+                self.model, docs, TagLayout.from_tag_names(self.tag_names, self.labels), scored=self.scored,
+                temperature=self.temperature, candidates_threshold=self.candidates_threshold,
+            )
 
     def tag_marginals(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
         """Per doc, the (n_tokens, K) tag marginals at this component's
         temperature, columns in :attr:`tag_names` order (see
         :func:`spacy_ldnet.ner.confidence.doc_tag_marginals`)."""
         self._check_initialized()
-        return doc_tag_marginals(self.model, list(docs), self.temperature)
+        with self._prediction_modules.using(self.model, self.precision):
+            return doc_tag_marginals(self.model, list(docs), self.temperature)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: List[DocPrediction]) -> None:
         """Write the decoded spans (those at or above ``threshold``) to
@@ -430,6 +447,7 @@ class LDNetNER(TrainablePipe):
         """Apply the accumulated gradients, then clamp any LM layer-selection
         masks to [0, 1] (LD-Net section 3.3)."""
         super().finish_update(sgd)
+        self._prediction_modules.invalidate()
         for node in self.model.walk():
             for shim in node.shims:
                 clamp = getattr(getattr(shim, "_model", None), "clamp_layer_masks", None)
@@ -443,8 +461,12 @@ class LDNetNER(TrainablePipe):
 
         A generator, like ``TrainablePipe.use_params``: ``Language.use_params``
         steps it with ``next()`` rather than entering it."""
-        with use_torch_params(self.model, params), self.model.use_params(params):
-            yield
+        self._prediction_modules.invalidate()
+        try:
+            with use_torch_params(self.model, params), self.model.use_params(params):
+                yield
+        finally:
+            self._prediction_modules.invalidate()
 
     def _configure_worker_threads(self) -> None:
         # nlp.pipe(n_process>1) forks workers: one torch thread each, or they
@@ -467,6 +489,7 @@ class LDNetNER(TrainablePipe):
         Raises: ValueError naming ``source``: corrupt weights, or weights saved
         with another model config."""
         self._ensure_head_from_cfg()
+        self._prediction_modules.invalidate()
         try:
             self.model.from_bytes(data)
         except WeightsError as e:  # its message already names the problem and the fix
