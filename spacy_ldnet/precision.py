@@ -5,8 +5,8 @@ pipeline's ``config.cfg``; ``spacy-ldnet quantize`` writes it) runs every
 ``nn.LSTM`` of the tagger at prediction time as torch's dynamically quantized
 LSTM (``torch.ao.nn.quantized.dynamic.LSTM``): weights int8 with one scale
 per tensor, activations quantized per call from their observed range, int8
-matrix products accumulated in int32 (fbgemm on x86). The linear layers, the
-embeddings and the CRF stay fp32.
+matrix products accumulated in int32 (fbgemm on x86). The character BiLSTM,
+the linear layers, the embeddings and the CRF stay fp32.
 
 The saved weights stay fp32: the int8 copies are made from them when the
 pipeline first predicts (dynamic quantization is a function of the weights),
@@ -47,7 +47,9 @@ def check_precision(precision: str) -> str:
 
 def int8_lstms(module: nn.Module) -> nn.Module:
     """A copy of ``module`` (in eval mode) whose ``nn.LSTM`` submodules are
-    dynamically quantized int8 LSTMs; ``module`` itself is unchanged.
+    dynamically quantized int8 LSTMs; ``module`` itself is unchanged. LSTMs of
+    a module with ``predicts_lstm_in_fp32 = True`` stay fp32 (the character
+    BiLSTM, whose fp32 prediction path is faster than the int8 kernel).
 
     Raises: ValueError if ``module`` has parameters on a GPU (the int8 kernels
     are CPU-only)."""
@@ -56,7 +58,13 @@ def int8_lstms(module: nn.Module) -> nn.Module:
             "precision = 'int8' runs on CPU only, but the ldnet_ner weights are on a GPU. Fix: set "
             "precision = 'fp32' to predict on the GPU, or load the pipeline on CPU."
         )
-    names = {name for name, sub in module.named_modules() if type(sub) is nn.LSTM}
+    names = {
+        f"{owner_name}.{child_name}".lstrip(".")
+        for owner_name, owner in module.named_modules()
+        if not getattr(owner, "predicts_lstm_in_fp32", False)
+        for child_name, child in owner.named_children()
+        if type(child) is nn.LSTM
+    }
     with warnings.catch_warnings():
         # torch 2.x announces that eager-mode quantization moves to torchao; the
         # dynamic LSTM has no torchao counterpart yet.

@@ -1,4 +1,5 @@
 """Small torch helpers shared by the torch modules (no spaCy or thinc imports)."""
+import contextlib
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -39,13 +40,13 @@ def run_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> 
     same up to float rounding; nothing reads the padding.
 
     Args:
-        lstm: a ``batch_first`` ``nn.LSTM``.
+        lstm: a ``batch_first`` ``nn.LSTM`` (or a dynamically quantized one).
         packed: a ``PackedSequence`` of its inputs, (N, input_size) rows.
     Returns:
         The packed outputs, (N, num_directions * hidden_size) rows, in the
         order of ``packed``.
     """
-    if hasattr(lstm, "flatten_parameters"):
+    if hasattr(lstm, "flatten_parameters"):  # quantized LSTMs have none
         lstm.flatten_parameters()
     if backward_on_cpu(lstm, packed):
         return packed._replace(data=padded_lstm(lstm, packed))
@@ -65,12 +66,8 @@ def backward_on_cpu(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequen
 
 def padded_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) -> torch.Tensor:
     """``lstm(packed).data`` computed on the padded batch, with a backward
-    pass linear in the sequence length.
-
-    Each direction of each layer runs ``torch.lstm`` over (S, T, D) rows; the
-    reverse direction reads every sequence reversed within its own length, so
-    padding only ever follows the real positions and never reaches them.
-    Dropout between layers as ``nn.LSTM`` (training only).
+    pass linear in the sequence length (:func:`lstm_over_padded` on the
+    native kernel).
 
     Args:
         lstm: a ``batch_first`` ``nn.LSTM`` without ``proj_size``.
@@ -80,20 +77,45 @@ def padded_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) 
     Raises:
         ValueError: ``lstm`` has ``proj_size`` or is not ``batch_first``.
     """
-    if lstm.proj_size or not lstm.batch_first:
-        raise ValueError("padded_lstm needs a batch_first nn.LSTM without proj_size")
     batch_sizes = packed.batch_sizes  # (T,) on CPU, non-increasing
     S, T = int(batch_sizes[0]), int(batch_sizes.shape[0])
     # Packed row r holds (time t, sorted rank j): time-major blocks of batch_sizes[t] rows.
     time_of_row = torch.repeat_interleave(torch.arange(T), batch_sizes)  # (N,)
     rank_of_row = torch.arange(time_of_row.shape[0]) - (torch.cumsum(batch_sizes, 0) - batch_sizes)[time_of_row]  # (N,)
     lengths = (batch_sizes.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(1)  # (S,) per sorted rank
-    steps = torch.arange(T).unsqueeze(0)  # (1, T)
-    reverse = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)  # (S, T)
     x = packed.data.new_zeros((S, T, packed.data.shape[-1]))  # (S, T, D), ranks in length order
     x = x.index_put((rank_of_row, time_of_row), packed.data)
+    return lstm_over_padded(lstm, x, lengths)[rank_of_row, time_of_row]  # (N, n_dir * H)
+
+
+def lstm_over_padded(lstm: torch.nn.LSTM, x: torch.Tensor, lengths: torch.Tensor, *, onednn: bool = False) -> torch.Tensor:
+    """All layers of ``lstm`` over a padded batch, exact at the real positions.
+
+    Each direction of each layer runs ``torch.lstm`` over the (S, T, D) rows;
+    the reverse direction reads every sequence reversed within its own length,
+    so padding only ever follows the real positions and never reaches them.
+    Dropout between layers as ``nn.LSTM`` (training only).
+
+    Args:
+        lstm: a ``batch_first`` ``nn.LSTM`` without ``proj_size``.
+        x: (S, T, input_size) float, zero or anything at padding.
+        lengths: (S,) long on CPU, each in [1, T].
+        onednn: run on oneDNN (torch's default CPU choice for padded input)
+            instead of the native kernel (:func:`native_cpu_lstm`).
+    Returns:
+        (S, T, num_directions * hidden_size); rows at padding are arbitrary.
+    Raises:
+        ValueError: ``lstm`` has ``proj_size`` or is not ``batch_first``.
+    """
+    if lstm.proj_size or not lstm.batch_first:
+        raise ValueError("padded_lstm needs a batch_first nn.LSTM without proj_size")
+    S, T = x.shape[0], x.shape[1]
+    steps = torch.arange(T).unsqueeze(0)  # (1, T)
+    n = lengths.cpu().unsqueeze(1)  # (S, 1)
+    reverse = torch.where(steps < n, n - 1 - steps, steps).to(x.device)  # (S, T) mirror within the length
     n_dir = 2 if lstm.bidirectional else 1
     H = lstm.hidden_size
+    kernel = contextlib.nullcontext if onednn else native_cpu_lstm
     for layer in range(lstm.num_layers):
         outs = []
         for d in range(n_dir):
@@ -103,13 +125,13 @@ def padded_lstm(lstm: torch.nn.LSTM, packed: torch.nn.utils.rnn.PackedSequence) 
                 weights += [getattr(lstm, f"bias_ih{sfx}"), getattr(lstm, f"bias_hh{sfx}")]
             h0 = x.new_zeros((1, S, H))  # (1, S, H)
             inp = x if d == 0 else x.gather(1, reverse.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (S, T, D)
-            with native_cpu_lstm():
+            with kernel():
                 out, _, _ = torch.lstm(inp, (h0, h0), weights, lstm.bias, 1, 0.0, lstm.training, False, True)  # (S, T, H)
             outs.append(out if d == 0 else out.gather(1, reverse.unsqueeze(-1).expand(-1, -1, H)))
         x = outs[0] if n_dir == 1 else torch.cat(outs, dim=-1)  # (S, T, n_dir * H)
         if layer + 1 < lstm.num_layers and lstm.dropout > 0:
             x = torch.nn.functional.dropout(x, lstm.dropout, lstm.training)
-    return x[rank_of_row, time_of_row]  # (N, n_dir * H)
+    return x
 
 
 def packed_rows(packed: torch.nn.utils.rnn.PackedSequence, positions: torch.Tensor) -> torch.Tensor:

@@ -134,3 +134,32 @@ def test_packed_rows_name_the_rows_of_each_sequence_and_step():
     torch.testing.assert_close(packed.data[rows], expected)
     padded, _ = pad_packed_sequence(packed, batch_first=True)
     torch.testing.assert_close(padded[1, 4], packed.data[packed_rows(packed, torch.tensor([[0], [4], [0], [0]]))[1, 0]])
+
+
+@pytest.mark.parametrize("bucket_size", [1, 2, 16])
+def test_char_bilstm_predicts_in_length_groups_as_it_does_packed(bucket_size):
+    """At prediction on a CPU the character BiLSTM runs length-sorted padded
+    groups on oneDNN; the word features equal the packed kernel's."""
+    torch.manual_seed(0)
+    char = CharBiLSTM(n_chars=20, char_dim=4, hidden_dim=6, out_dim=5).eval()
+    words = [[3, 1], [5], [2, 2, 7], [1], [4, 4]]  # word lengths per sequence
+    S, T = len(words), max(len(w) for w in words)
+    streams = [[c for n in ws for c in [*torch.randint(2, 20, (n,)).tolist(), 1]] for ws in words]  # word chars, then a space (id 1)
+    C = max(len(s) for s in streams)
+    char_ids = torch.zeros(S, C, dtype=torch.long)
+    fw_index = torch.zeros(S, T, dtype=torch.long)
+    bw_index = torch.zeros(S, T, dtype=torch.long)
+    for s, (ws, stream) in enumerate(zip(words, streams)):
+        char_ids[s, : len(stream)] = torch.tensor(stream)
+        start = 0
+        for t, n in enumerate(ws):
+            bw_index[s, t], fw_index[s, t] = start, start + n
+            start += n + 1
+    lengths = torch.tensor([len(s) for s in streams])
+    real = torch.arange(T)[None, :] < torch.tensor([len(w) for w in words])[:, None]  # (S, T)
+    with torch.no_grad():
+        char.bucket_size = 0
+        packed = char(char_ids, lengths, fw_index, bw_index)
+        char.bucket_size = bucket_size
+        grouped = char(char_ids, lengths, fw_index, bw_index)
+    torch.testing.assert_close(grouped[real], packed[real], atol=1e-5, rtol=0)

@@ -11,8 +11,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from ..torch_utils import packed_rows, run_lstm
+from ..torch_utils import lstm_over_padded, packed_rows, run_lstm
 
+
+
+#: Sequences per length-sorted padded group when the character BiLSTM predicts
+#: on a CPU (see :func:`spacy_ldnet.torch_utils.run_lstm`).
+PREDICTION_BUCKET_SIZE = 16
 
 
 class CharBiLSTM(nn.Module):
@@ -32,6 +37,10 @@ class CharBiLSTM(nn.Module):
         dropout: dropout on the character embeddings.
     """
 
+    #: precision = "int8" leaves this LSTM in fp32: its grouped oneDNN
+    #: prediction (:meth:`_predict_in_groups`) is faster than the int8 kernel.
+    predicts_lstm_in_fp32 = True
+
     def __init__(self, n_chars: int, char_dim: int, hidden_dim: int, out_dim: int, dropout: float = 0.0):
         super().__init__()
         self.embed = nn.Embedding(n_chars, char_dim, padding_idx=0)
@@ -39,6 +48,7 @@ class CharBiLSTM(nn.Module):
         self.proj = nn.Linear(2 * hidden_dim, out_dim)
         self.dropout = nn.Dropout(dropout)
         self.hidden_dim = hidden_dim
+        self.bucket_size = PREDICTION_BUCKET_SIZE
 
     def forward(
         self,
@@ -56,6 +66,8 @@ class CharBiLSTM(nn.Module):
         Returns:
             (S, T, out_dim) float; rows at padded word positions are arbitrary.
         """
+        if self.bucket_size > 0 and not torch.is_grad_enabled() and char_ids.device.type == "cpu" and type(self.lstm) is nn.LSTM:
+            return self._predict_in_groups(char_ids, char_lengths, fw_index, bw_index)
         # Pack the ids, not the embeddings: no padded (S, C, D) tensor is ever built.
         ids = pack_padded_sequence(char_ids, char_lengths.cpu(), batch_first=True, enforce_sorted=False)
         emb = self.dropout(self.embed(ids.data))  # (N_chars, char_dim), time-major packed order
@@ -65,6 +77,28 @@ class CharBiLSTM(nn.Module):
         fw = out.data[packed_rows(out, fw_index), :H]  # (S, T, H) forward state at the space after word t
         bw = out.data[packed_rows(out, bw_index), H:]  # (S, T, H) backward state at word t's first char
         return self.proj(torch.cat([fw, bw], dim=-1))  # (S, T, out_dim)
+
+    def _predict_in_groups(
+        self, char_ids: torch.Tensor, char_lengths: torch.Tensor, fw_index: torch.Tensor, bw_index: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`forward` at prediction on a CPU: the sequences, sorted by
+        length, run in groups of ``bucket_size``, each padded to its own
+        longest one, on oneDNN (:func:`spacy_ldnet.torch_utils.lstm_over_padded`).
+        A narrow LSTM over long character streams spends its time in the
+        native kernel's per-step overhead, which oneDNN runs inside one call
+        (docs/results.md, "Settings chosen by measurement"). Same arguments
+        and result as :meth:`forward`, equal up to float rounding."""
+        lengths = char_lengths.cpu()  # (S,)
+        H = self.hidden_dim
+        feats = self.proj.weight.new_empty((fw_index.shape[0], fw_index.shape[1], 2 * H))  # (S, T, 2H)
+        for group in torch.argsort(lengths, descending=True).split(self.bucket_size):  # (G,) each
+            n = lengths[group]  # (G,)
+            emb = self.embed(char_ids[group, : int(n.max())])  # (G, C_g, char_dim)
+            out = lstm_over_padded(self.lstm, emb, n, onednn=True)  # (G, C_g, 2H)
+            fw = out[..., :H].gather(1, fw_index[group].unsqueeze(-1).expand(-1, -1, H))  # (G, T, H)
+            bw = out[..., H:].gather(1, bw_index[group].unsqueeze(-1).expand(-1, -1, H))  # (G, T, H)
+            feats[group] = torch.cat([fw, bw], dim=-1)
+        return self.proj(feats)  # (S, T, out_dim)
 
 
 class FinetunedWordEmbedding(nn.Module):
