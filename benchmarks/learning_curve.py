@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from spacy_ldnet.budget import eval_frequency, step_budget
+
 REPO = Path(__file__).resolve().parent.parent
 
 TASKS: Dict[str, dict] = {
@@ -77,11 +79,12 @@ def config_max_steps(config: str) -> int:
 
 
 def steps_for(n_sentences: Optional[int], config: str) -> int:
-    """Training steps for ``n_sentences`` (None: the whole training set)."""
+    """Training steps for ``n_sentences`` (None: the whole training set); see
+    :func:`spacy_ldnet.budget.step_budget`."""
     top = config_max_steps(config)
     if n_sentences is None:
         return top
-    return int(min(top, max(1000, 2 * n_sentences)))
+    return step_budget(n_sentences, top)
 
 
 def make_subset(n: Optional[int], source: Path, target: Path) -> int:
@@ -159,7 +162,7 @@ def one_run(task_name: str, pipeline: str, n: Optional[int], seed: int, args) ->
         if not (out / "model-best").is_dir():
             cmd = [sys.executable, "-m", "spacy", "train", config, "--output", str(out),
                    "--paths.train", train, "--paths.dev", task["dev"],
-                   "--training.max_steps", str(steps), "--training.eval_frequency", str(max(100, steps // 10)),
+                   "--training.max_steps", str(steps), "--training.eval_frequency", str(eval_frequency(steps)),
                    "--system.seed", str(seed)]
             if pipeline == "ldnet":
                 cmd += ["--paths.lm", "lms/ldnet"]

@@ -68,3 +68,36 @@ def test_summary_averages_seeds_and_subtracts_the_no_lm_mean():
     text = script.markdown(table, ["test"], "NER")
     assert "| 1,000 | 2 | 81.00 (1.41) | 84.00 | +3.00 | 82.50 | +1.50 |" in text
     assert "| 14,041 (all) | 1 | 90.00 |  |  |  |  |" in text
+
+
+def test_init_config_sizes_the_step_budget_to_the_training_set(tmp_path):
+    """spacy-ldnet init-config: 2 steps per sentence within [1000, the config's
+    budget], an evaluation every tenth; the rest of the config unchanged."""
+    import subprocess
+    import sys
+
+    from spacy.util import load_config
+
+    from spacy_ldnet.budget import step_budget
+
+    assert [step_budget(n, 8000) for n in (1, 500, 1000, 2500, 14041)] == [1000, 1000, 2000, 5000, 8000]
+    nlp = spacy.blank("en")
+    docs = []
+    for i in range(700):  # 700 docs of 2 sentences each
+        doc = Doc(nlp.vocab, words=["Paris", "is", "big", ".", "Yes", "."], sent_starts=[True, False, False, False, True, False])
+        docs.append(doc)
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    script = ROOT / ".venv" / "bin" / "spacy-ldnet"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "spacy_ldnet.cli"]
+    out = tmp_path / "sized.cfg"
+    proc = subprocess.run([*cmd, "init-config", str(ROOT / "configs" / "conll03_ldnet.cfg"), str(out), "--train", str(tmp_path / "train.spacy")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "1,400 training sentences -> max_steps 2,800 (was 8,000)" in proc.stdout
+    sized, base = load_config(out, interpolate=False), load_config(ROOT / "configs" / "conll03_ldnet.cfg", interpolate=False)
+    assert sized["training"]["max_steps"] == 2800 and sized["training"]["eval_frequency"] == 280
+    sized["training"]["max_steps"], sized["training"]["eval_frequency"] = base["training"]["max_steps"], base["training"]["eval_frequency"]
+    assert sized.to_str() == base.to_str()
+    bad = subprocess.run([*cmd, "init-config", str(tmp_path / "nope.cfg"), str(out), "--train", str(tmp_path / "train.spacy")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -29,6 +29,7 @@ from . import calibrate  # noqa: E402,F401
 from . import annotate  # noqa: E402,F401
 from . import trim_vectors  # noqa: E402,F401
 from . import quantize  # noqa: E402,F401
+from . import init_config  # noqa: E402,F401
 
 
 def main() -> None:
