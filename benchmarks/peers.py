@@ -111,13 +111,9 @@ def run_worker(spec: str, task: str, args) -> Dict:
 
 # ------------------------------------------------------------------ the run
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from spacy_ldnet.prune.report import cpu_model
+
+    return cpu_model() or platform.processor() or platform.machine()
 
 
 def summarise(pipelines: List, rounds: List[Dict], evaluations: Dict) -> List[Dict]:

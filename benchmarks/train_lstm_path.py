@@ -6,9 +6,13 @@ Usage (run from the repository root; 300 steps on the first 1,000 CoNLL-2003
 training sentences, dev = the first 250, as ``benchmarks/learning_curve.py``
 writes them)::
 
-    OMP_NUM_THREADS=1 farm-bench -n 3 --warmup 0 --timeout 800 --pin 0 \\
-        --vs "python benchmarks/train_lstm_path.py packed /tmp/train_packed" \\
-        -- python benchmarks/train_lstm_path.py padded /tmp/train_padded
+    for round in 1 2 3; do for path in padded packed; do
+        OMP_NUM_THREADS=1 taskset -c 0 /usr/bin/time -f "$path %e s" \\
+            python benchmarks/train_lstm_path.py $path /tmp/train_$path
+    done; done
+
+(whole-process wall time, the two paths interleaved; the ratio is taken pair
+by pair).
 """
 import sys
 

@@ -32,6 +32,10 @@ BAD_INPUTS = [
     ("annotate {missing} {file} {tmp}/annotated", "{missing}"),
     ("trim-vectors {missing} {tmp}/trimmed", "{missing}"),
     ("trim-vectors {file} {tmp}/trimmed --rows 0", "{file}"),
+    ("quantize {missing} {tmp}/int8", "{missing}"),
+    ("quantize {file} {tmp}/int8", "{file}"),
+    ("init-config {missing} {tmp}/sized.cfg --train {tmp}/t.spacy", "{missing}"),
+    ("init-config {file} {tmp}/sized.cfg --train {missing}", "{missing}"),
 ]
 
 
