@@ -26,7 +26,8 @@ For every pipeline, in its own process with one torch/BLAS thread:
 
 Writes ``peers.json`` (every round's figures, the machine), ``peers.md`` (the
 table) and ``peers.png`` (test F1 against words/s, log scale, one panel per
-regime) to ``--output-dir``.
+regime) to ``--output-dir``; ``--report-only`` rebuilds the last two from
+the first.
 """
 import argparse
 import json
@@ -155,23 +156,37 @@ def plot(rows: List[Dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+    colors = plt.get_cmap("tab10").colors
     for ax, regime, label in zip(axes, REGIMES, ("documents", "one sentence per Doc")):
-        for r in rows:
+        for i, r in enumerate(rows):
             ldnet = r["name"].startswith(("LD-Net", "ldnet"))
-            ax.scatter(r[f"{regime}_words_per_second"], r["ents_f"], marker="o" if ldnet else "s",
-                       color="tab:blue" if ldnet else "tab:gray", zorder=3)
-            ax.annotate(r["name"], (r[f"{regime}_words_per_second"], r["ents_f"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
+            ax.scatter(r[f"{regime}_words_per_second"], r["ents_f"], marker="o" if ldnet else "s", s=60,
+                       color=colors[i % len(colors)], label=r["name"], zorder=3)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks([1000, 2000, 5000, 10000, 20000, 50000])
         ax.set_xlabel("words/s, 1 thread (log scale)")
         ax.set_title(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("CoNLL-2003 test F1")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=120)
+
+
+def write_report(result: Dict, output_dir: Path, rounds: int) -> str:
+    """peers.md and peers.png from the run's JSON; returns the table."""
+    rows, machine = result["summary"], result["machine"]
+    md = table(rows, rows[0]["name"])
+    (output_dir / "peers.md").write_text(f"Machine: {machine}. Median of {rounds} interleaved rounds.\n\n" + md)
+    plot(rows, output_dir / "peers.png", f"CoNLL-2003 test, {machine}")
+    return md
 
 
 def main() -> None:
@@ -181,11 +196,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--output-dir", type=Path, default=Path("benchmarks/results/peers"))
+    p.add_argument("--report-only", action="store_true", help="rebuild peers.md and peers.png from peers.json")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--task", choices=("evaluate",) + REGIMES, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.task, args.data, args.batch_size)))
+        return
+    if args.report_only:
+        result = json.loads((args.output_dir / "peers.json").read_text())
+        print(write_report(result, args.output_dir, len(result["rounds"])))
         return
     if args.pipeline:
         pipelines = [tuple(x.split("=", 1)) for x in args.pipeline]
@@ -217,10 +237,7 @@ def main() -> None:
         "batch_size": args.batch_size, "rounds": rounds, "evaluations": evaluations, "summary": rows,
     }
     (args.output_dir / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = table(rows, pipelines[0][0])
-    (args.output_dir / "peers.md").write_text(f"Machine: {machine}. Median of {args.rounds} interleaved rounds.\n\n" + md)
-    plot(rows, args.output_dir / "peers.png", f"CoNLL-2003 test, {machine}")
-    print(md)
+    print(write_report(result, args.output_dir, args.rounds))
 
 
 if __name__ == "__main__":
