@@ -46,12 +46,27 @@ def check_input(path: Optional[Path], option: str, *, pipeline: bool = False) ->
         fail(f"{option} {path} is not a .spacy file. Fix: convert it first, e.g. spacy-ldnet convert-conll {path} corpus/.")
 
 
-def check_output(output_dir: Path, trained_pipeline: Path) -> None:
+def check_output(output_dir: Path, trained_pipeline: Path, names=("OUTPUT_DIR", "TRAINED_PIPELINE"), example: str = "pruned") -> None:
+    """An output directory that is not a file and not inside the input pipeline."""
+    out_name, in_name = names
     if output_dir.exists() and not output_dir.is_dir():
-        fail(f"OUTPUT_DIR {output_dir} is a file. Fix: pass a directory (it is created if missing).")
+        fail(f"{out_name} {output_dir} is a file. Fix: pass a directory (it is created if missing).")
     out, trained = output_dir.resolve(), trained_pipeline.resolve()
     if out == trained or trained in out.parents:
-        fail(f"OUTPUT_DIR {output_dir} is inside TRAINED_PIPELINE {trained_pipeline}. Fix: pass a directory outside it, e.g. {trained_pipeline.parent / 'pruned'}.")
+        fail(f"{out_name} {output_dir} is inside {in_name} {trained_pipeline}. Fix: pass a directory outside it, e.g. {trained_pipeline.parent / example}.")
+
+
+def write_pipeline(nlp, output: Path, save=None) -> None:
+    """Save ``nlp`` to ``output`` through ``OUTPUT.partial``, renamed when complete,
+    so an interrupted run never leaves a half-written pipeline at ``output``.
+    ``save(nlp, path)`` replaces ``nlp.to_disk(path)``."""
+    import shutil
+
+    tmp = output.with_name(output.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (save or (lambda n, p: n.to_disk(p)))(nlp, tmp)
+    shutil.rmtree(output, ignore_errors=True)
+    tmp.rename(output)
 
 
 @app.command("prune")

@@ -7,14 +7,13 @@ line on stderr and exit status 1.
 """
 import json
 import platform
-import shutil
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from . import app
-from .prune import check_input, fail
+from .prune import check_input, check_output, fail, write_pipeline
 
 
 @app.command("quantize")
@@ -30,10 +29,7 @@ def quantize_command(
     check_input(data, "--data")
     if metrics is not None and data is None:
         fail("--metrics needs --data (the figures come from evaluating on it).")
-    if output.exists() and not output.is_dir():
-        fail(f"OUTPUT {output} is a file. Fix: pass a directory (it is created if missing).")
-    if output.resolve() == pipeline.resolve() or pipeline.resolve() in output.resolve().parents:
-        fail(f"OUTPUT {output} is inside PIPELINE {pipeline}. Fix: pass a directory outside it.")
+    check_output(output, pipeline, ("OUTPUT", "PIPELINE"), "int8")
     _quantize(pipeline, output, data, gold_preproc, metrics)
 
 
@@ -54,11 +50,7 @@ def _quantize(pipeline: Path, output: Path, data: Optional[Path], gold_preproc: 
         nlp = spacy.load(pipeline, config=overrides)
     except Exception as e:  # a pipeline folder spaCy cannot read: one line, not a traceback
         fail(f"PIPELINE {pipeline} could not be loaded: {e}. Fix: pass a pipeline saved by spacy train.")
-    tmp = output.with_name(output.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    nlp.to_disk(tmp)
-    shutil.rmtree(output, ignore_errors=True)
-    tmp.rename(output)
+    write_pipeline(nlp, output)
     typer.echo(f"{output}: {', '.join(names)} predict with int8 LSTMs (precision = \"int8\")")
     if data is None:
         return

@@ -4,13 +4,12 @@ rows move into ``nlp.vocab.vectors``, which keeps its first ``--rows`` rows.
 Arguments are checked before spaCy and torch are imported; every error is one
 line on stderr and exit status 1.
 """
-import shutil
 from pathlib import Path
 
 import typer
 
 from . import app
-from .prune import check_input, fail
+from .prune import check_input, check_output, fail, write_pipeline
 
 
 @app.command("trim-vectors")
@@ -26,10 +25,7 @@ def trim_vectors_command(
         fail(f"--rows {rows}: must be at least 1. Fix: e.g. --rows 50000.")
     if dtype not in ("float32", "float16", "int8"):
         fail(f"--dtype {dtype}: not one of float32, float16, int8.")
-    if output.exists() and not output.is_dir():
-        fail(f"OUTPUT {output} is a file. Fix: pass a directory (it is created if missing).")
-    if output.resolve() == pipeline.resolve() or pipeline.resolve() in output.resolve().parents:
-        fail(f"OUTPUT {output} is inside PIPELINE {pipeline}. Fix: pass a directory outside it.")
+    check_output(output, pipeline, ("OUTPUT", "PIPELINE"), "trimmed")
     _trim(pipeline, output, rows, dtype)
 
 
@@ -50,11 +46,7 @@ def _trim(pipeline: Path, output: Path, rows: int, dtype: str) -> None:
         report = trim_word_vectors(nlp, rows, dtype)
     except TrimError as e:
         fail(str(e))
-    tmp = output.with_name(output.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_trimmed(nlp, report, tmp)
-    shutil.rmtree(output, ignore_errors=True)
-    tmp.rename(output)
+    write_pipeline(nlp, output, lambda n, path: save_trimmed(n, report, path))
     typer.echo(
         f"{report.component}: vectors {report.old_rows} -> {report.new_rows} rows ({dtype}) "
         f"({len(report.removed_keys)} words now read <unk>); {report.tuned_rows} fine-tuned rows moved into "
