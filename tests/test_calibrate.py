@@ -21,6 +21,10 @@ DEV_DATA = TRAIN_DATA + [
     ("The World Cup started in Germany .", [(4, 13, "MISC"), (25, 32, "LOC")]),
     ("Google hired Mary Smith in Italy .", [(0, 6, "ORG"), (13, 23, "PER"), (27, 32, "LOC")]),
     ("France beat Jones yesterday .", [(0, 6, "LOC"), (12, 17, "PER")]),
+    # A training text with one label changed: the overfit pipeline predicts the
+    # training label (PER) here, so the dev set always holds a wrong span and
+    # has a best temperature, whatever the float rounding of a training run.
+    ("John Smith flew to Paris with Air France .", [(0, 10, "ORG"), (19, 24, "LOC"), (30, 40, "ORG")]),
 ]
 
 
