@@ -4,7 +4,7 @@
 # then a short but complete LD-Net run on CoNLL-2003 (train with the shipped
 # LMs, layer selection and exact pruning, package, install the wheel in a
 # fresh virtualenv), and print a table of F1, words/s, kept layers, LM
-# multiply-adds and wall time per step. About 25 minutes on 2 CPU cores.
+# multiply-adds and wall time per step. About 15 minutes on 2 CPU cores.
 # Extra arguments go to each `spacy project run` step, e.g.
 #   bash project/main.sh --vars.data_dir /path/to/data --vars.quick_steps 1000
 # Every published figure: `spacy project run all .` (hours; docs/results.md).
