@@ -13,12 +13,16 @@ Every run (pipeline P, size N, seed S) trains with one torch thread::
     spacy train CONFIG --output training/curve/TASK/P_N_sS \\
         --paths.train corpus/curve/TASK/train_N.spacy --paths.dev DEV \\
         [--paths.lm lms/ldnet] --training.max_steps STEPS \\
-        --training.eval_frequency STEPS/10 --system.seed S
+        --training.eval_frequency STEPS/10 [--components.ldnet_ner.model.tok2vec.lm_dropout 0.3] \\
+        --system.seed S
     spacy evaluate training/curve/TASK/P_N_sS/model-best TEST --gold-preproc
 
-with STEPS = ``steps_for(N, CONFIG)``: two updates of 32 sentences per
-training sentence (64 epochs), at least 1,000 and at most the config's own
-``max_steps``, which is also the budget of ``all``. Seeds beyond the first
+with the settings of ``spacy_ldnet.budget.sized_settings`` (what ``spacy-ldnet
+init-config`` writes): STEPS is two updates of 32 sentences per training
+sentence (64 epochs), at least 1,000 and at most the config's own
+``max_steps``, which is also the budget of ``all``; with LM features and at
+most 1,000 training sentences, ``lm_dropout`` 0.3 instead of the config's
+0.5. Seeds beyond the first
 run only for sizes up to ``--seeds-up-to``. The pruned pipeline of size N and
 seed S is ``spacy-ldnet prune`` of the LD-Net run (layer selection on the
 dev set, at most ``--lambda1`` layers, then fine-tuning), evaluated the same
@@ -42,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from spacy_ldnet.budget import eval_frequency, step_budget
+from spacy_ldnet.budget import sized_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,19 +76,12 @@ LABELS = {"nolm": "no LM", "ldnet": "LD-Net (20 LM layers)", "pruned": "LD-Net p
 SPLIT_TITLES = {"test": "test", "wikigold": "WikiGold (out of domain)"}
 
 
-def config_max_steps(config: str) -> int:
+def settings_for(n_sentences: int, config: str) -> Dict[str, object]:
+    """``spacy train`` overrides for a training set of ``n_sentences``
+    sentences; see :func:`spacy_ldnet.budget.sized_settings`."""
     from spacy.util import load_config
 
-    return int(load_config(REPO / config, interpolate=False)["training"]["max_steps"])
-
-
-def steps_for(n_sentences: Optional[int], config: str) -> int:
-    """Training steps for ``n_sentences`` (None: the whole training set); see
-    :func:`spacy_ldnet.budget.step_budget`."""
-    top = config_max_steps(config)
-    if n_sentences is None:
-        return top
-    return step_budget(n_sentences, top)
+    return sized_settings(n_sentences, load_config(REPO / config, interpolate=False))
 
 
 def make_subset(n: Optional[int], source: Path, target: Path) -> int:
@@ -158,15 +155,18 @@ def one_run(task_name: str, pipeline: str, n: Optional[int], seed: int, args) ->
         model = out / "model-pruned"
     else:
         config = task["configs"][pipeline]
-        steps = steps_for(n, config)
+        sentences = json.loads((REPO / f"corpus/curve/{task_name}/train_{size_name(n)}.json").read_text())["sentences"]
+        settings = settings_for(sentences, config)
         if not (out / "model-best").is_dir():
             cmd = [sys.executable, "-m", "spacy", "train", config, "--output", str(out),
-                   "--paths.train", train, "--paths.dev", task["dev"],
-                   "--training.max_steps", str(steps), "--training.eval_frequency", str(eval_frequency(steps)),
-                   "--system.seed", str(seed)]
+                   "--paths.train", train, "--paths.dev", task["dev"], "--system.seed", str(seed)]
+            for key, value in settings.items():
+                cmd += [f"--{key}", str(value)]
             if pipeline == "ldnet":
                 cmd += ["--paths.lm", "lms/ldnet"]
             run(cmd, log)
+        steps = settings["training.max_steps"]
+        record["settings"] = {key.rsplit(".", 1)[-1]: value for key, value in settings.items() if "training." not in key}
         record["steps"] = steps
         model = out / "model-best"
         record["dev"] = round(100 * json.loads((model / "meta.json").read_text())["performance"][task["score"]], 2)

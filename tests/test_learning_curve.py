@@ -38,14 +38,16 @@ def test_subsets_are_the_first_sentences_with_their_entities_and_span_groups(tmp
         script.make_subset(4, source, tmp_path / "four.spacy")
 
 
-def test_step_budget_is_two_per_sentence_within_a_floor_and_the_configs_own():
+def test_curve_runs_train_with_the_sized_settings():
+    """The curve's overrides are init-config's: 2 steps per sentence within
+    [1000, the config's own], and lm_dropout 0.3 only with LM features."""
     script = _script()
-    config = "configs/conll03_ldnet.cfg"
-    top = script.config_max_steps(config)
-    assert script.steps_for(250, config) == 1000
-    assert script.steps_for(1000, config) == 2000
-    assert script.steps_for(10**6, config) == top
-    assert script.steps_for(None, config) == top
+    ldnet, nolm = "configs/conll03_ldnet.cfg", "configs/conll03_ner.cfg"
+    lm_key = "components.ldnet_ner.model.tok2vec.lm_dropout"
+    assert script.settings_for(250, ldnet) == {"training.max_steps": 1000, "training.eval_frequency": 100, lm_key: 0.3}
+    assert script.settings_for(1000, nolm) == {"training.max_steps": 2000, "training.eval_frequency": 200}
+    assert script.settings_for(14041, ldnet) == {"training.max_steps": 8000, "training.eval_frequency": 800}
+    assert script.settings_for(14041, nolm)["training.max_steps"] == 12000
 
 
 def test_summary_averages_seeds_and_subtracts_the_no_lm_mean():
@@ -70,34 +72,69 @@ def test_summary_averages_seeds_and_subtracts_the_no_lm_mean():
     assert "| 14,041 (all) | 1 | 90.00 |  |  |  |  |" in text
 
 
-def test_init_config_sizes_the_step_budget_to_the_training_set(tmp_path):
-    """spacy-ldnet init-config: 2 steps per sentence within [1000, the config's
-    budget], an evaluation every tenth; the rest of the config unchanged."""
+def test_sized_settings_follow_the_training_set():
+    """Step budget and evaluation frequency for every config; lm_dropout only
+    for a config with LM features, only up to SMALL_SET_SENTENCES, never raised."""
+    from spacy.util import load_config
+
+    from spacy_ldnet.budget import SMALL_SET_LM_DROPOUT, SMALL_SET_SENTENCES, sized_settings
+
+    ldnet = load_config(ROOT / "configs" / "conll03_ldnet.cfg", interpolate=False)
+    nolm = load_config(ROOT / "configs" / "conll03_ner.cfg", interpolate=False)
+    key = "components.ldnet_ner.model.tok2vec.lm_dropout"
+    small = sized_settings(SMALL_SET_SENTENCES, ldnet)
+    assert small == {"training.max_steps": 2 * SMALL_SET_SENTENCES, "training.eval_frequency": SMALL_SET_SENTENCES // 5,
+                     key: SMALL_SET_LM_DROPOUT}
+    assert key not in sized_settings(SMALL_SET_SENTENCES + 1, ldnet)
+    assert sized_settings(300, nolm) == {"training.max_steps": 1000, "training.eval_frequency": 100}
+    ldnet["components"]["ldnet_ner"]["model"]["tok2vec"]["lm_dropout"] = SMALL_SET_LM_DROPOUT / 2
+    assert key not in sized_settings(300, ldnet)
+    with pytest.raises(ValueError, match="max_steps"):
+        sized_settings(300, {"components": {}})
+    with pytest.raises(ValueError, match="at least one"):
+        sized_settings(0, nolm)
+
+
+def _init_config(tmp_path, config, n_docs):
+    """Run ``spacy-ldnet init-config`` on n_docs Docs of 2 sentences each."""
     import subprocess
     import sys
 
+    nlp = spacy.blank("en")
+    docs = [Doc(nlp.vocab, words=["Paris", "is", "big", ".", "Yes", "."], sent_starts=[True, False, False, False, True, False])
+            for _ in range(n_docs)]
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    script = ROOT / ".venv" / "bin" / "spacy-ldnet"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "spacy_ldnet.cli"]
+    out = tmp_path / "sized.cfg"
+    proc = subprocess.run([*cmd, "init-config", str(config), str(out), "--train", str(tmp_path / "train.spacy")],
+                          capture_output=True, text=True, timeout=120)
+    return proc, out
+
+
+def test_init_config_sizes_the_step_budget_to_the_training_set(tmp_path):
+    """spacy-ldnet init-config: 2 steps per sentence within [1000, the config's
+    budget], an evaluation every tenth; lm_dropout 0.3 with LM features up to
+    1,000 sentences; the rest of the config unchanged."""
     from spacy.util import load_config
 
     from spacy_ldnet.budget import step_budget
 
     assert [step_budget(n, 8000) for n in (1, 500, 1000, 2500, 14041)] == [1000, 1000, 2000, 5000, 8000]
-    nlp = spacy.blank("en")
-    docs = []
-    for i in range(700):  # 700 docs of 2 sentences each
-        doc = Doc(nlp.vocab, words=["Paris", "is", "big", ".", "Yes", "."], sent_starts=[True, False, False, False, True, False])
-        docs.append(doc)
-    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
-    script = ROOT / ".venv" / "bin" / "spacy-ldnet"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "spacy_ldnet.cli"]
-    out = tmp_path / "sized.cfg"
-    proc = subprocess.run([*cmd, "init-config", str(ROOT / "configs" / "conll03_ldnet.cfg"), str(out), "--train", str(tmp_path / "train.spacy")],
-                          capture_output=True, text=True, timeout=120)
+    base = load_config(ROOT / "configs" / "conll03_ldnet.cfg", interpolate=False)
+    proc, out = _init_config(tmp_path, ROOT / "configs" / "conll03_ldnet.cfg", 700)
     assert proc.returncode == 0, proc.stderr
-    assert "1,400 training sentences -> max_steps 2,800 (was 8,000)" in proc.stdout
-    sized, base = load_config(out, interpolate=False), load_config(ROOT / "configs" / "conll03_ldnet.cfg", interpolate=False)
+    assert "1,400 training sentences -> training.max_steps 2,800 (was 8,000)" in proc.stdout
+    assert "lm_dropout" not in proc.stdout
+    sized = load_config(out, interpolate=False)
     assert sized["training"]["max_steps"] == 2800 and sized["training"]["eval_frequency"] == 280
     sized["training"]["max_steps"], sized["training"]["eval_frequency"] = base["training"]["max_steps"], base["training"]["eval_frequency"]
     assert sized.to_str() == base.to_str()
-    bad = subprocess.run([*cmd, "init-config", str(tmp_path / "nope.cfg"), str(out), "--train", str(tmp_path / "train.spacy")],
-                         capture_output=True, text=True, timeout=120)
+    proc, out = _init_config(tmp_path, ROOT / "configs" / "conll03_ldnet.cfg", 400)
+    assert proc.returncode == 0, proc.stderr
+    assert "lm_dropout 0.3 (was 0.5)" in proc.stdout
+    sized = load_config(out, interpolate=False)
+    assert sized["components"]["ldnet_ner"]["model"]["tok2vec"]["lm_dropout"] == 0.3
+    assert sized["training"]["max_steps"] == 1600
+    bad, _ = _init_config(tmp_path, tmp_path / "nope.cfg", 10)
     assert bad.returncode == 1 and "not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,5 +1,6 @@
 """``spacy-ldnet init-config CONFIG OUTPUT --train TRAIN``: a copy of a training
-config whose step budget fits the training set (:mod:`spacy_ldnet.budget`).
+config whose step budget and LM-feature dropout fit the training set
+(:func:`spacy_ldnet.budget.sized_settings`).
 
 Arguments are checked before spaCy is imported; every error is one line on
 stderr and exit status 1.
@@ -18,7 +19,7 @@ def init_config_command(
     output: Path = typer.Argument(..., help="Where to write the sized config (.cfg)."),
     train: Path = typer.Option(..., "--train", help="Your training data (.spacy): its sentences set the budget."),
 ) -> None:
-    """Set [training] max_steps to 2 per training sentence (at least 1,000, at most CONFIG's own) and eval_frequency to a tenth of it."""
+    """Set [training] max_steps to 2 per training sentence (at least 1,000, at most CONFIG's own), eval_frequency to a tenth of it, and, with LM features and at most 1,000 training sentences, lm_dropout to 0.3."""
     if not config.is_file():
         fail(f"CONFIG {config} not found. Fix: pass a training config such as configs/conll03_ldnet.cfg.")
     check_input(train, "--train")
@@ -26,7 +27,7 @@ def init_config_command(
         fail(f"OUTPUT {output} is a directory. Fix: pass a .cfg file path.")
     from spacy.util import load_config
 
-    from ..budget import eval_frequency, step_budget, training_sentences
+    from ..budget import sized_settings, training_sentences
 
     try:
         cfg = load_config(config, interpolate=False)
@@ -39,12 +40,16 @@ def init_config_command(
         fail(str(e))
     if n < 1:
         fail(f"--train {train} holds no sentences. Fix: check the converted data.")
-    steps = step_budget(n, config_max)
-    cfg["training"]["max_steps"] = steps
-    cfg["training"]["eval_frequency"] = eval_frequency(steps)
+    settings = sized_settings(n, cfg)
+    changes = []
+    for dotted, value in settings.items():
+        *sections, key = dotted.split(".")
+        node = cfg
+        for section in sections:
+            node = node[section]
+        if node.get(key) != value:
+            changes.append(f"{dotted} {value:,} (was {node.get(key):,})")
+        node[key] = value
     output.parent.mkdir(parents=True, exist_ok=True)
     cfg.to_disk(output, interpolate=False)
-    typer.echo(
-        f"{output}: {n:,} training sentences -> max_steps {steps:,} (was {config_max:,}), "
-        f"eval_frequency {eval_frequency(steps):,}"
-    )
+    typer.echo(f"{output}: {n:,} training sentences -> " + ("; ".join(changes) or f"CONFIG's settings (max_steps {config_max:,})"))
