@@ -226,13 +226,16 @@ def summarise(runs: List[dict], splits: List[str]) -> List[dict]:
 
 
 def markdown(table: List[dict], splits: List[str], title: str) -> str:
-    """One table per evaluation set: F1 mean (sd) over seeds, and the gains over no LM."""
+    """One table per evaluation set: F1 mean (sd) over seeds, and the gains over no LM.
+    The seeds column is the most seeds of any pipeline in the row; a cell over
+    fewer seeds says how many."""
 
-    def cell(row, pipeline, split):
+    def cell(row, pipeline, split, seeds):
         if pipeline not in row:
             return ""
         c = row[pipeline][split]
-        return f"{c['mean']:.2f}" + (f" ({c['sd']:.2f})" if c["sd"] is not None else "")
+        text = f"{c['mean']:.2f}" + (f" ({c['sd']:.2f})" if c["sd"] is not None else "")
+        return text + (f", {c['seeds']} seed{'s' if c['seeds'] > 1 else ''}" if c["seeds"] < seeds else "")
 
     def gain(row, key, split):
         value = row.get(key, {}).get(split)
@@ -248,8 +251,9 @@ def markdown(table: List[dict], splits: List[str], title: str) -> str:
             if not seeds:
                 continue
             size = f"{row['sentences']:,}" + (" (all)" if row["size"] == "all" else "")
-            lines.append(f"| {size} | {seeds} | {cell(row, 'nolm', split)} | {cell(row, 'ldnet', split)} | "
-                         f"{gain(row, 'lm_gain', split)} | {cell(row, 'pruned', split)} | {gain(row, 'pruned_gain', split)} |")
+            lines.append(f"| {size} | {seeds} | {cell(row, 'nolm', split, seeds)} | {cell(row, 'ldnet', split, seeds)} | "
+                         f"{gain(row, 'lm_gain', split)} | {cell(row, 'pruned', split, seeds)} | "
+                         f"{gain(row, 'pruned_gain', split)} |")
         for row in table:
             if "shipped" in row:
                 lines += ["", f"Shipped pipeline (all training sentences, pruned, trimmed vectors): "

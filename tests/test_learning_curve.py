@@ -68,7 +68,7 @@ def test_summary_averages_seeds_and_subtracts_the_no_lm_mean():
     assert row["lm_gain"]["test"] == 3.0 and row["pruned_gain"]["test"] == 1.5
     assert "lm_gain" not in table[2]
     text = script.markdown(table, ["test"], "NER")
-    assert "| 1,000 | 2 | 81.00 (1.41) | 84.00 | +3.00 | 82.50 | +1.50 |" in text
+    assert "| 1,000 | 2 | 81.00 (1.41) | 84.00, 1 seed | +3.00 | 82.50, 1 seed | +1.50 |" in text
     assert "| 14,041 (all) | 1 | 90.00 |  |  |  |  |" in text
 
 
