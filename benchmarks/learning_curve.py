@@ -103,7 +103,11 @@ def make_subset(n: Optional[int], source: Path, target: Path) -> int:
     if n is not None and count < n:
         raise ValueError(f"{source} has {count} sentences, fewer than the {n} asked for: drop that size")
     target.parent.mkdir(parents=True, exist_ok=True)
-    out.to_disk(target)
+    # Written beside the target and renamed, so a curve started at the same
+    # time (another --pipelines) never reads a half-written file.
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    out.to_disk(partial)
+    os.replace(partial, target)
     return count
 
 
@@ -312,7 +316,7 @@ def main() -> int:
     if not args.report_only:
         for n in sorted(set(sizes + pruned_sizes + [None]), key=lambda n: n or 10**12):
             target = REPO / "corpus" / "curve" / args.task / f"train_{size_name(n)}.spacy"
-            if not target.is_file():
+            if not (target.is_file() and target.with_suffix(".json").is_file()):
                 got = make_subset(n, REPO / task["train"], target)
                 target.with_suffix(".json").write_text(json.dumps({"sentences": got}) + "\n")
                 print(f"wrote {target.relative_to(REPO)}: {got} sentences", flush=True)
