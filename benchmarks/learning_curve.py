@@ -273,6 +273,8 @@ def plot(table: List[dict], splits: List[str], title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    # Tick labels at the measured sizes only (log-scale minor labels overlap).
+    sizes = sorted({row["sentences"] for row in table})
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.2), squeeze=False)
     for ax, split in zip(axes[0], splits):
         for pipeline, marker in (("nolm", "o"), ("ldnet", "s"), ("pruned", "^"), ("shipped", "*")):
@@ -282,8 +284,6 @@ def plot(table: List[dict], splits: List[str], title: str, path: Path) -> None:
             ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts], yerr=[p[1]["sd"] or 0.0 for p in pts],
                         marker=marker, capsize=3, label=LABELS[pipeline], linestyle="-" if len(pts) > 1 else "none")
         ax.set_xscale("log")
-        # Tick labels at the measured sizes only (log-scale minor labels overlap).
-        sizes = sorted({row["sentences"] for row in table})
         ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("training sentences")
