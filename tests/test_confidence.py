@@ -205,7 +205,7 @@ def test_path_segments_reads_biluo_paths_and_rejects_broken_ones():
 
 
 def test_marginals_stay_finite_and_exact_for_large_scores():
-    """The forward pass of the marginals (max-shifted products) agrees with the
+    """The forward pass of the marginals (scaled products) agrees with the
     training forward pass (logsumexp) where scores are far apart."""
     crf = make_crf(9, allowed_transitions(biluo_tag_names(["A", "B"])), seed=9)
     emissions, mask = padded([6, 3], 9, seed=10)

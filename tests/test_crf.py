@@ -227,6 +227,31 @@ def test_padding_is_ignored():
         assert alone.item() == pytest.approx(batched[b].item(), rel=1e-12)
 
 
+def test_decoding_and_posterior_of_a_batch_equal_each_sequence_alone():
+    """Viterbi and forward-backward step the sequences longest first; every
+    output must come back in the batch's order, equal to the sequence alone,
+    and the padding must not leak into it."""
+    crf = _make(9, allowed_transitions(biluo_tag_names(["A", "B"])), seed=16)
+    lengths = [1, 4, 7, 2, 7, 3]  # shortest first, ties and length 1 included
+    emissions, _, mask = _batch(lengths, 9, seed=17)
+    emissions = emissions.masked_fill(~mask.unsqueeze(2), 50.0)  # loud padding
+    paths, scores = crf.viterbi_decode(emissions, mask)
+    post = crf.forward_backward(emissions, mask)
+    for b, length in enumerate(lengths):
+        alone_paths, alone_scores = crf.viterbi_decode(emissions[b : b + 1, :length])
+        assert paths[b] == alone_paths[0] and len(paths[b]) == length
+        assert scores[b].item() == pytest.approx(alone_scores[0].item(), rel=1e-12)
+        alone = crf.forward_backward(emissions[b : b + 1, :length])
+        assert post.log_z[b].item() == pytest.approx(alone.log_z[0].item(), rel=1e-12)
+        for batched, single in ((post.log_alpha, alone.log_alpha), (post.log_beta, alone.log_beta)):
+            finite = torch.isfinite(single[0])
+            assert torch.equal(finite, torch.isfinite(batched[b, :length]))
+            assert torch.allclose(batched[b, :length][finite], single[0][finite], rtol=1e-12, atol=1e-9)
+        # padding repeats the last real alpha; beta there is the END score
+        assert torch.equal(post.log_alpha[b, length:], post.log_alpha[b, length - 1].expand(len(post.log_alpha[b, length:]), 9))
+    assert torch.allclose(post.log_z, crf.log_partition(emissions, mask), rtol=1e-12)
+
+
 def test_float32_and_mixed_dtypes():
     names = biluo_tag_names(["A", "B"])
     crf64 = _make(len(names), allowed_transitions(names), seed=16)

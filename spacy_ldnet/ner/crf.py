@@ -13,9 +13,10 @@ and ``p(y | E) = exp(s(y)) / Z`` with ``Z`` the sum of ``exp(s(y'))`` over all
 paths. Training minimises ``-log p(gold | E)``; inference takes the argmax path
 (Viterbi). Scores are unnormalised log-potentials (nats).
 
-Three parts: the log-likelihood (training), decoding (Viterbi) and the
-marginals (forward-backward; Sutton & McCallum 2012, "An Introduction to
-Conditional Random Fields", section 4.1): ``p(y_t = k | E)`` and the
+Three parts: the log-likelihood (training; forward algorithm in log space),
+decoding (Viterbi) and the marginals (forward-backward in probability space
+with per-step scaling, Rabiner 1989, section V.A; Sutton & McCallum 2012, "An
+Introduction to Conditional Random Fields", section 4.1): ``p(y_t = k | E)`` and the
 probability of a segment of fixed tags (one entity's ``B-X I-X .. L-X``), summed
 over the allowed paths, optionally at a temperature (scores divided by ``tau``,
 Guo et al. 2017; the Viterbi path does not change).
@@ -212,24 +213,17 @@ class ConditionalRandomField(nn.Module):
         return torch.logsumexp(alpha + end.unsqueeze(0), dim=1)
 
     @staticmethod
-    def _forward_alphas(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, product: bool = False) -> Tensor:
-        """Forward recursion: (B, T, K) ``log_alpha`` (see :class:`Posterior`);
-        at a padded position each row repeats its last real one. ``product``:
-        each step's log-sum as a max-shifted matrix product
-        (:func:`_log_matmul_exp`, faster) instead of ``torch.logsumexp``."""
+    def _forward_alphas(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor) -> Tensor:
+        """Forward recursion in log space, differentiable: (B, T, K)
+        ``log_alpha`` (see :class:`Posterior`); at a padded position each row
+        repeats its last real one."""
         T = emissions.shape[1]
-        # (K, K), (): exp(trans - shift), for the product form
-        exp_trans, shift = _exp_shifted(trans)
         # (B, K): log-sum of all paths of length 1 ending in each tag
         alpha = start.unsqueeze(0) + emissions[:, 0]
         alphas = [alpha]
         for t in range(1, T):
-            if product:
-                # (B, K_prev) -> (B, K_next)
-                next_alpha = _log_matmul_exp(alpha, exp_trans, shift) + emissions[:, t]
-            else:
-                # (B, K, 1) + (1, K, K) + (B, 1, K) -> (B, K_prev, K_next) -> (B, K_next)
-                next_alpha = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0) + emissions[:, t].unsqueeze(1), dim=1)
+            # (B, K, 1) + (1, K, K) + (B, 1, K) -> (B, K_prev, K_next) -> (B, K_next)
+            next_alpha = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0) + emissions[:, t].unsqueeze(1), dim=1)
             # (B, K): padded sequences keep their final alpha
             alpha = torch.where(mask[:, t].unsqueeze(1), next_alpha, alpha)
             alphas.append(alpha)
@@ -344,24 +338,26 @@ class ConditionalRandomField(nn.Module):
             if B == 0:
                 return [], emissions.new_zeros(0)
             start, trans, end = self._potentials(emissions)
-            # (B, K): best score of a path of length 1 ending in each tag
-            best = start.unsqueeze(0) + emissions[:, 0]
-            # (T - 1, B, K): best previous tag for each tag at position t
+            order, lengths, running = _longest_first(mask)  # (B,), (B,), T ints
+            E = emissions[order]  # (B, T, K), longest sequence first
+            # (B, K): best score of a path ending in each tag at the row's
+            # current position (its last real one once the row has ended)
+            best = start.unsqueeze(0) + E[:, 0]
+            # (T - 1, B, K): best previous tag for each tag at position t (rows
+            # of sequences that have ended are never read)
             backpointers = torch.empty(max(T - 1, 0), B, K, dtype=torch.long, device=emissions.device)
             for t in range(1, T):
-                # (B, K, 1) + (1, K, K) -> (B, K_prev, K_next)
-                scores = best.unsqueeze(2) + trans.unsqueeze(0)
-                # (B, K_next), (B, K_next)
-                top, argtop = scores.max(dim=1)
-                backpointers[t - 1] = argtop
-                # (B, K): padded sequences keep their final scores
-                best = torch.where(mask[:, t].unsqueeze(1), top + emissions[:, t], best)
+                n = running[t]
+                # (n, K, 1) + (1, K, K) -> (n, K_prev, K_next) -> (n, K_next), (n, K_next)
+                top, argtop = (best[:n].unsqueeze(2) + trans.unsqueeze(0)).max(dim=1)
+                backpointers[t - 1, :n] = argtop
+                torch.add(top, E[:n, t], out=best[:n])
             # (B, K) -> (B,), (B,)
             final_scores, final_tags = (best + end.unsqueeze(0)).max(dim=1)
 
-            # Backtracking, vectorised over the batch, in numpy.
+            # Backtracking, vectorised over the sorted batch, in numpy.
             pointers = backpointers.cpu().numpy()  # (T - 1, B, K)
-            lengths = mask.sum(dim=1).cpu().numpy()  # (B,)
+            lengths = lengths.cpu().numpy()  # (B,)
             last = final_tags.cpu().numpy()  # (B,)
             rows = numpy.arange(B)  # (B,)
             paths = numpy.empty((B, T), dtype=numpy.int64)  # (B, T)
@@ -371,7 +367,11 @@ class ConditionalRandomField(nn.Module):
                 # (B,): follow the pointer where t + 1 is real, else start at the last tag
                 current = numpy.where(lengths > t + 1, pointers[t][rows, current], last)
                 paths[:, t] = current
-            decoded = [paths[b, : lengths[b]].tolist() for b in range(B)]
+            decoded: List[List[int]] = [[] for _ in range(B)]
+            for row, b in enumerate(order.tolist()):
+                decoded[b] = paths[row, : lengths[row]].tolist()
+            # (B,): back to the batch's order
+            final_scores = torch.empty_like(final_scores).index_copy_(0, order, final_scores)
         return decoded, final_scores
 
     # ------------------------------------------------------------- marginals
@@ -379,7 +379,8 @@ class ConditionalRandomField(nn.Module):
     def forward_backward(
         self, emissions: Tensor, mask: Optional[Tensor] = None, temperature: float = 1.0
     ) -> Posterior:
-        """Forward and backward recursions over the allowed paths (sum-product).
+        """Forward and backward recursions over the allowed paths (sum-product),
+        without gradient (see :func:`_scaled_forward_backward`).
 
         emissions: (B, T, K) float (float64 advised: marginals are
             differences of log-sums); mask: (B, T) as :meth:`log_partition`.
@@ -396,33 +397,13 @@ class ConditionalRandomField(nn.Module):
         if B == 0:
             empty = emissions.new_zeros(0, T, K)
             return Posterior(empty, empty, emissions.new_zeros(0), empty, emissions.new_zeros(K, K), mask)
-        start, trans, end = self._potentials(emissions, float(temperature))
-        scaled = emissions / float(temperature)  # (B, T, K)
-        alphas = self._forward_alphas(scaled, mask, start, trans, product=True)  # (B, T, K)
-        betas = self._backward_betas(scaled, mask, trans, end)  # (B, T, K)
-        log_z = torch.logsumexp(alphas[:, -1] + end.unsqueeze(0), dim=1)  # (B, K) -> (B,)
-        return Posterior(alphas, betas, log_z, scaled, trans, mask)
-
-    @staticmethod
-    def _backward_betas(emissions: Tensor, mask: Tensor, trans: Tensor, end: Tensor) -> Tensor:
-        """Backward recursion: (B, T, K) ``log_beta`` (see :class:`Posterior`)."""
-        B, T, K = emissions.shape
-        # (K_next, K_prev), (): exp(trans - shift), transposed
-        exp_trans, shift = _exp_shifted(trans.t())
-        # (B, K): after the last real position only the END transition is left
-        last = end.unsqueeze(0).expand(B, K)
-        beta = last
-        betas = [beta]
-        for t in range(T - 2, -1, -1):
-            # (B, K_next): the emission at t + 1 and everything after it
-            ahead = emissions[:, t + 1] + beta
-            # (B, K_next) -> (B, K_prev): log sum_j exp(trans[i, j] + ahead[j])
-            stepped = _log_matmul_exp(ahead, exp_trans, shift)
-            # (B, K): where t + 1 is padding, t is the last real position (or padding)
-            beta = torch.where(mask[:, t + 1].unsqueeze(1), stepped, last)
-            betas.append(beta)
-        # T x (B, K), reversed to time order -> (B, T, K)
-        return torch.stack(betas[::-1], dim=1)
+        with torch.no_grad():
+            start, trans, end = self._potentials(emissions, float(temperature))
+            scaled = emissions / float(temperature)  # (B, T, K)
+            log_alpha, log_beta = _scaled_forward_backward(scaled, mask, start, trans, end)  # (B, T, K) each
+            # (B, K) -> (B,): padding repeats the last real alpha
+            log_z = torch.logsumexp(log_alpha[:, -1] + end.unsqueeze(0), dim=1)
+        return Posterior(log_alpha, log_beta, log_z, scaled, trans, mask)
 
     def marginals(self, emissions: Tensor, mask: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
         """Tag marginals ``p(y_t = k | E)``: (B, T, K), summing to 1 over ``k``
@@ -437,12 +418,94 @@ def _exp_shifted(trans: Tensor) -> Tuple[Tensor, Tensor]:
     return torch.exp(trans - shift), shift  # (K, K), ()
 
 
-def _log_matmul_exp(log_v: Tensor, exp_trans: Tensor, shift: Tensor) -> Tensor:
-    """``log(exp(log_v) @ exp(trans))`` for (B, K) ``log_v``, as ``log(exp(log_v - m)
-    @ exp_trans) + m + shift`` (``m`` the row maximum): no overflow; a sum whose
-    terms are all below ``e^-745`` of ``exp(m + shift)`` gives ``-inf``."""
-    m = log_v.max(dim=1, keepdim=True).values  # (B, 1)
-    return torch.log(torch.exp(log_v - m) @ exp_trans) + m + shift  # (B, K) @ (K, K) -> (B, K)
+def _longest_first(mask: Tensor) -> Tuple[Tensor, Tensor, List[int]]:
+    """Sequences sorted by length, longest first, for recursions that step
+    only the sequences still running.
+
+    mask: (B, T) bool, left-aligned. Returns ``(order, lengths, running)``:
+    ``order`` (B,) long, the batch index of each sorted row; ``lengths`` (B,)
+    long, the sorted lengths; ``running`` T ints, ``running[t]`` the number of
+    sequences longer than ``t`` (the first ``running[t]`` sorted rows)."""
+    T = mask.shape[1]
+    # (B,), (B,)
+    lengths, order = torch.sort(mask.sum(dim=1), descending=True, stable=True)
+    # (T, B) -> (T,)
+    running = (lengths.unsqueeze(0) > torch.arange(T, device=mask.device).unsqueeze(1)).sum(dim=1).tolist()
+    return order, lengths, running
+
+
+def _scaled_forward_backward(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor) -> Tuple[Tensor, Tensor]:
+    """Forward and backward recursions in probability space with per-step
+    scaling (Rabiner 1989, "A Tutorial on Hidden Markov Models", section V.A):
+    ``alpha_t = a_t * exp(log_scale_t)`` with ``a_t`` summing to 1, so one step
+    is a (n, K) @ (K, K) product, a product with the emission factors and one
+    division, with no log-sum-exp. Sequences run longest first, and step ``t``
+    updates only the ``n_t`` sequences longer than ``t`` (no masking per step).
+    No gradient (in-place writes).
+
+    emissions: (B, T, K) float; mask: (B, T) bool, left-aligned, lengths >= 1;
+    start, end: (K,), trans: (K, K), constrained (``_potentials``).
+
+    Returns: ``(log_alpha, log_beta)``, (B, T, K) each, as :class:`Posterior`
+        (padding: alpha repeats the last real position, beta is ``end``), equal
+        to the log-space recursions up to float rounding. An entry whose
+        probability is below the dtype's smallest normal number relative to
+        its step's total (a tag that only disallowed paths reach) is ``-inf``.
+    """
+    B, T, K = emissions.shape
+    tiny = torch.finfo(emissions.dtype).tiny
+    order, lengths, running = _longest_first(mask)  # (B,), (B,), T ints
+    E = emissions[order]  # (B, T, K), longest sequence first
+    real = mask[order].unsqueeze(2)  # (B, T, 1)
+    e_max = E.max(dim=2, keepdim=True).values  # (B, T, 1)
+    q = torch.exp(E - e_max)  # (B, T, K): emission factors in [0, 1]
+    p, shift = _exp_shifted(trans)  # (K_prev, K_next), ()
+    p_back = p.t().contiguous()  # (K_next, K_prev)
+
+    # Forward: a[:, t] sums to 1 over tags; norm_a[:, t] is step t's divisor (1 at padding).
+    a = E.new_empty(B, T, K)  # (B, T, K)
+    norm_a = E.new_ones(B, T, 1)  # (B, T, 1)
+    s_max = start.max()  # ()
+    first = torch.exp(start - s_max).unsqueeze(0) * q[:, 0]  # (1, K) * (B, K) -> (B, K)
+    norm_a[:, 0] = first.sum(dim=1, keepdim=True).clamp_min(tiny)  # (B, 1)
+    torch.div(first, norm_a[:, 0], out=a[:, 0])
+    for t in range(1, T):
+        n = running[t]
+        # (n, K_prev) @ (K_prev, K_next) * (n, K_next) -> (n, K_next)
+        step = (a[:n, t - 1] @ p) * q[:n, t]
+        norm = step.sum(dim=1, keepdim=True).clamp_min_(tiny)  # (n, 1)
+        norm_a[:n, t] = norm
+        torch.div(step, norm, out=a[:n, t])
+    # (B, T, K): padded positions repeat the last real one
+    last_real = torch.minimum(torch.arange(T, device=E.device).unsqueeze(0), (lengths - 1).unsqueeze(1))  # (B, T)
+    a = a.gather(1, last_real.unsqueeze(2).expand(B, T, K))
+    # (B, T, 1): log of what each step divided out, 0 at padding, summed over time
+    step_scale = torch.log(norm_a) + e_max
+    step_scale[:, 0] += s_max
+    step_scale[:, 1:] += shift
+    log_alpha = torch.log(a) + step_scale.masked_fill(~real, 0.0).cumsum(dim=1)  # (B, T, K)
+
+    # Backward: b[:, t] sums to 1 over tags; positions from the last real one on hold END.
+    e_end = end.max()  # ()
+    b = torch.exp(end - e_end).expand(B, T, K).contiguous()  # (B, T, K)
+    norm_b = E.new_ones(B, T, 1)  # (B, T, 1)
+    for t in range(T - 2, -1, -1):
+        n = running[t + 1]  # sequences whose position t + 1 is real
+        # (n, K_next) * (n, K_next) @ (K_next, K_prev) -> (n, K_prev)
+        step = (q[:n, t + 1] * b[:n, t + 1]) @ p_back
+        norm = step.sum(dim=1, keepdim=True).clamp_min_(tiny)  # (n, 1)
+        norm_b[:n, t] = norm
+        torch.div(step, norm, out=b[:n, t])
+    # (B, T - 1, 1): what step t divided out, 0 where t + 1 is padding
+    back_scale = (torch.log(norm_b[:, :-1]) + e_max[:, 1:] + shift).masked_fill(~real[:, 1:], 0.0)
+    # (B, T, 1): summed from t to the end, plus END's shift
+    back_scale = torch.nn.functional.pad(back_scale.flip(1).cumsum(dim=1).flip(1), (0, 0, 0, 1)) + e_end
+    log_beta = torch.log(b) + back_scale  # (B, T, K)
+
+    # back to the batch's order
+    out_alpha, out_beta = torch.empty_like(log_alpha), torch.empty_like(log_beta)  # (B, T, K) each
+    out_alpha[order], out_beta[order] = log_alpha, log_beta
+    return out_alpha, out_beta
 
 
 def tag_marginals(post: Posterior) -> Tensor:
