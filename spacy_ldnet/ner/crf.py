@@ -343,8 +343,8 @@ class ConditionalRandomField(nn.Module):
             # (B, K): best score of a path ending in each tag at the row's
             # current position (its last real one once the row has ended)
             best = start.unsqueeze(0) + E[:, 0]
-            # (T - 1, B, K): best previous tag for each tag at position t (rows
-            # of sequences that have ended are never read)
+            # (T - 1, B, K): best previous tag for each tag at position t; left
+            # unset for sequences that have ended (backtracking discards them)
             backpointers = torch.empty(max(T - 1, 0), B, K, dtype=torch.long, device=emissions.device)
             for t in range(1, T):
                 n = running[t]
@@ -502,10 +502,8 @@ def _scaled_forward_backward(emissions: Tensor, mask: Tensor, start: Tensor, tra
     back_scale = torch.nn.functional.pad(back_scale.flip(1).cumsum(dim=1).flip(1), (0, 0, 0, 1)) + e_end
     log_beta = torch.log(b) + back_scale  # (B, T, K)
 
-    # back to the batch's order
-    out_alpha, out_beta = torch.empty_like(log_alpha), torch.empty_like(log_beta)  # (B, T, K) each
-    out_alpha[order], out_beta[order] = log_alpha, log_beta
-    return out_alpha, out_beta
+    # (B, T, K) each, back to the batch's order
+    return torch.empty_like(log_alpha).index_copy_(0, order, log_alpha), torch.empty_like(log_beta).index_copy_(0, order, log_beta)
 
 
 def tag_marginals(post: Posterior) -> Tensor:
