@@ -57,6 +57,7 @@ setup(
             "spacy_ldnet.CharWordEmbedder.v2 = spacy_ldnet.embed.embedder:build_char_word_embedder",
             "spacy_ldnet.LMEmbedder.v1 = spacy_ldnet.embed.lm_embedder:build_lm_embedder",
             "spacy_ldnet.LMEmbedder.v2 = spacy_ldnet.embed.lm_embedder:build_lm_embedder",
+            "spacy_ldnet.LMEmbedder.v3 = spacy_ldnet.embed.lm_embedder:build_lm_embedder_v3",
             "spacy_ldnet.BiLSTMCRFTagger.v1 = spacy_ldnet.ner.model:build_bilstm_crf_tagger",
             "spacy_ldnet.BiLSTMCRFTagger.v2 = spacy_ldnet.ner.model:build_bilstm_crf_tagger_v2",
         ],

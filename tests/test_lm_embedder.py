@@ -11,7 +11,7 @@ import spacy
 import torch
 from thinc.api import Adam, fix_random_seed
 
-from spacy_ldnet.embed.lm_embedder import get_lm_module, lm_token_ids
+from spacy_ldnet.embed.lm_embedder import _lm_inputs, get_lm_module, lm_token_ids
 from spacy_ldnet.lm import DenseLSTMLM, LMConfig, LMCheckpointError, save_lm
 from spacy_ldnet.lm.data import SPECIAL_TOKENS
 from spacy_ldnet.sequences import Sequences
@@ -19,10 +19,12 @@ from spacy_ldnet.sequences import Sequences
 from conftest import (
     MAX_SEQUENCE_LENGTH,
     TRAIN_DATA,
+    VECTOR_WIDTH,
     TINY_EMBEDDER,
     assert_well_formed,
     make_examples,
     make_nlp,
+    set_random_vectors,
     tiny_model_config,
     training_words,
 )
@@ -246,3 +248,130 @@ def test_add_pipe_with_no_config_uses_the_shipped_lms_and_annotates():
     nlp.update(examples, sgd=optimizer)
     for doc in nlp.pipe(["John Smith flew to Paris .", "", "🙂 \x07", "a " * 300]):
         assert_well_formed(doc, ner.labels)
+
+
+# -- words outside the LM vocabulary (LMEmbedder.v3, lm_oov_vectors) ----------
+
+#: Words of the training data that the "open" LMs below do not know.
+OUTSIDE = ("london", "paris", "google")
+
+
+def write_glove_like_lms(root: Path, nlp) -> Path:
+    """Random 3-layer LMs whose frozen input embeddings are the rows of
+    ``nlp.vocab.vectors`` (as the shipped LMs read GloVe), with a vocabulary
+    that lacks :data:`OUTSIDE`."""
+    vocab = [w for w in lm_vocab() if w not in OUTSIDE]
+    table = nlp.vocab.vectors
+    for seed, direction in enumerate(("forward", "backward")):
+        torch.manual_seed(seed)
+        config = LMConfig(
+            vocab_size=len(vocab), embed_dim=table.shape[1], hidden_dim=LM_WIDTH, num_layers=LM_LAYERS,
+            output="softmax", direction=direction, dropout=0.0, layer_dropout=0.0, freeze_input=True,
+        )
+        lm = DenseLSTMLM(config)
+        with torch.no_grad():
+            for i, word in enumerate(vocab):
+                if nlp.vocab.strings[word] in table:
+                    lm.encoder.embedding.weight[i] = torch.from_numpy(table[word])
+        save_lm(lm, vocab, root / direction, extra={"lowercase": True, "bos": "<s>", "unk": "<unk>"})
+    return root
+
+
+def make_open_nlp(tmp_path, version: str = "v3", lms=write_glove_like_lms, **overrides):
+    """A tiny pipeline with ``LMEmbedder.<version>`` over the LMs ``lms(dir, nlp)`` writes."""
+    tok2vec = tiny_lm_embedder(
+        **{
+            "@architectures": f"spacy_ldnet.LMEmbedder.{version}",
+            "lm_embed_width": VECTOR_WIDTH,
+            "lm_vocab_size": len(lm_vocab()) - len(OUTSIDE),
+            **overrides,
+        }
+    )
+    nlp = make_nlp(tiny_model_config(tok2vec=tok2vec))
+    lm_path = lms(tmp_path / "lms", nlp)
+    examples = make_examples(nlp)
+    fix_random_seed(0)
+    nlp.get_pipe("ldnet_ner").initialize(lambda: examples, nlp=nlp, lm_path=str(lm_path))
+    return nlp
+
+
+def lm_inputs_and_features(nlp, text):
+    """(x_t, r_t) of every token of ``text``: the LM input embeddings (the first
+    columns of the forward dense output) and the LM features."""
+    tok2vec = nlp.get_pipe("ldnet_ner").model.get_ref("tok2vec")
+    lm = get_lm_module(tok2vec).eval()
+    seqs = Sequences.from_docs([nlp.make_doc(text)], MAX_SEQUENCE_LENGTH)
+    _, fw, bw, extra = _lm_inputs(tok2vec, seqs, featurize_for(tok2vec, seqs))
+    extra = None if extra is None else tuple(torch.from_numpy(x) for x in extra)
+    lengths = torch.tensor(seqs.lengths)
+    with torch.no_grad():
+        h = lm.dense_outputs(torch.from_numpy(fw), torch.from_numpy(bw), lengths, extra)  # (1, T, D)
+        r = lm(torch.from_numpy(fw), torch.from_numpy(bw), lengths, extra)  # (1, T, out)
+    return h[0, :, : lm.forward_lm.embed_dim], r[0]
+
+
+def featurize_for(tok2vec, seqs):
+    from spacy_ldnet.embed.featurize import featurize
+
+    return featurize(seqs, n_word_rows=tok2vec.attrs["n_word_rows"], word_dim=tok2vec.attrs["word_width"], n_chars=tok2vec.attrs["n_chars"])
+
+
+def test_v3_words_outside_the_lm_vocabulary_read_their_vectors_row(tmp_path):
+    """With lm_oov_vectors the LM input of "London" is its row of the vectors
+    table, so "London" and "Paris" get different LM features; v1 reads both as
+    <unk>, with equal features."""
+    text = "Mary Jones works in {} ."
+    v3 = make_open_nlp(tmp_path / "v3")
+    x, r_london = lm_inputs_and_features(v3, text.format("London"))
+    _, r_paris = lm_inputs_and_features(v3, text.format("Paris"))
+    table = v3.vocab.vectors
+    torch.testing.assert_close(x[4], torch.from_numpy(table["london"]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(x[0], torch.from_numpy(table["mary"]), atol=1e-6, rtol=0)
+    assert not torch.allclose(r_london[4], r_paris[4], atol=1e-4)
+    v1 = make_open_nlp(tmp_path / "v1", version="v1")
+    lm = get_lm_module(v1.get_pipe("ldnet_ner").model.get_ref("tok2vec"))
+    x, r_london = lm_inputs_and_features(v1, text.format("London"))
+    _, r_paris = lm_inputs_and_features(v1, text.format("Paris"))
+    torch.testing.assert_close(x[4], lm.forward_lm.embedding.weight[1])  # <unk>
+    torch.testing.assert_close(r_london, r_paris)
+
+
+def test_v3_is_batch_invariant_and_its_cache_keeps_words_outside_the_vocabulary_apart(tmp_path):
+    """Two sentences that differ only in a word outside the LM vocabulary have
+    different cache keys: training through the cache equals prediction."""
+    nlp = make_open_nlp(tmp_path, cache_lm_tokens=10000)
+    tok2vec = nlp.get_pipe("ldnet_ner").model.get_ref("tok2vec")
+    docs = [nlp.make_doc(f"Mary Jones works in {w} .") for w in ("London", "Paris", "Google")]
+    together = embed(tok2vec, docs)
+    for doc, expected in zip(docs, together):
+        numpy.testing.assert_allclose(embed(tok2vec, [doc])[0], expected, atol=1e-5)
+    assert not numpy.allclose(together[0], together[1], atol=1e-4)
+    for _ in range(2):  # fills the cache, then reads it
+        for y, expected in zip(embed(tok2vec, docs, is_train=True), together):
+            numpy.testing.assert_allclose(numpy.asarray(y), expected, atol=1e-5)
+    assert get_lm_module(tok2vec)._cached_tokens == sum(len(d) for d in docs)
+
+
+def test_v3_round_trips_through_to_disk(tmp_path):
+    nlp = make_open_nlp(tmp_path)
+    docs = [nlp.make_doc("Mary Jones works in Paris for Google .")]
+    before = emissions(nlp, docs)
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("ldnet_ner").model.get_ref("tok2vec").attrs["lm_oov_vectors"] is True
+    for a, b in zip(before, emissions(loaded, [loaded.make_doc(d.text) for d in docs])):
+        numpy.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_v3_refuses_lms_whose_inputs_are_not_the_vectors_table(tmp_path):
+    """Random LM input embeddings are not the vectors' space: initialize names the fix."""
+
+    def other_vectors_lms(root, nlp):
+        other = spacy.blank("en")
+        set_random_vectors(other, training_words(), seed=1)
+        return write_glove_like_lms(root, other)
+
+    with pytest.raises(ValueError, match="not the forward LM's input embedding table.*lm_oov_vectors = false"):
+        make_open_nlp(tmp_path / "other", lms=other_vectors_lms)
+    with pytest.raises(ValueError, match="width 16 is not the LMs' input width 8.*lm_oov_vectors = false"):
+        make_open_nlp(tmp_path / "narrow", lms=lambda root, nlp: write_tiny_lms(root, lm_vocab()[: -len(OUTSIDE)]), lm_embed_width=LM_WIDTH)

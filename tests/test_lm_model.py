@@ -413,3 +413,32 @@ def test_inference_without_a_graph_equals_the_graph_path(scaled):
         graph = enc.forward_packed(ids, lengths, layer_scales=graph_scales).data
     assert fast.shape == (int(lengths.sum()), enc.output_dim)
     torch.testing.assert_close(fast, graph.detach(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_ids_outside_the_vocabulary_read_extra_inputs(direction):
+    """An id V + k reads the extra_inputs row keyed k: the result equals the
+    encoder with that row appended to its embedding table, on the graph and the
+    no-graph path; without extra_inputs (or with the key missing) it raises."""
+    enc = make_encoder(direction=direction).eval()
+    ids, lengths = batch()
+    rows = torch.randn(3, E)  # (3, E) inputs of three words outside the vocabulary
+    keys = torch.tensor([5, 17, 900])  # ascending keys, e.g. rows of a pretrained table
+    outside = ids.clone()
+    outside[0, 2], outside[1, 0], outside[2, 4] = V + 17, V + 900, V + 5
+    wide = make_encoder(direction=direction, vocab_size=V + 3).eval()
+    state = enc.state_dict()
+    state["embedding.weight"] = torch.cat([enc.embedding.weight, rows[[0, 1, 2]]])  # ids V, V+1, V+2
+    wide.load_state_dict(state)
+    same = outside.clone()
+    for k, new_id in ((5, V), (17, V + 1), (900, V + 2)):
+        same[outside == V + k] = new_id
+    expected = wide.encode_text_order(same, lengths)
+    got = enc.encode_text_order(outside, lengths, extra_inputs=(keys, rows))
+    torch.testing.assert_close(got, expected)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode_text_order(outside, lengths, extra_inputs=(keys, rows)), expected)
+    with pytest.raises(ValueError, match="outside the LM vocabulary"):
+        enc(outside, lengths)
+    with pytest.raises(ValueError, match="lack the key"):
+        enc(outside, lengths, extra_inputs=(keys[:2], rows[:2]))

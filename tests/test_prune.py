@@ -23,7 +23,7 @@ from spacy_ldnet.prune.state import STATE_FILE
 from spacy_ldnet.prune.surgery import prune_in_place
 
 from conftest import assert_well_formed, make_examples, training_words
-from test_lm_embedder import emissions, make_lm_nlp, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
+from test_lm_embedder import emissions, make_lm_nlp, make_open_nlp, tiny_lm_path  # noqa: F401 (tiny_lm_path: a fixture)
 
 
 def last_component(state_dir):
@@ -86,6 +86,22 @@ def test_pruned_pipeline_equals_masked_pipeline(tiny_lm_path, tmp_path, forward,
     annotated = list(loaded.pipe([d.text for d in docs] + ["", "   ", "\x00\u200b 🙂"]))
     for doc in annotated:
         assert_well_formed(doc, loaded.get_pipe("ldnet_ner").labels)
+
+
+def test_pruned_v3_pipeline_reads_words_outside_the_lm_vocabulary_as_before(tmp_path):
+    """LMEmbedder.v3 (lm_oov_vectors): pruning and a to_disk / spacy.load round
+    trip keep the emissions of docs with words outside the LM vocabulary."""
+    nlp = make_open_nlp(tmp_path / "open")
+    nlp.update(make_examples(nlp), sgd=Adam(0.01), drop=0.0)
+    set_masks(nlp, [0.6, 0.0, 1.0], [0.0, 0.8, 0.0])
+    docs = [Doc(nlp.vocab, words=w.split()) for w in ("Mary works in London", "Google hired Paris Jones .")] + random_docs(nlp)
+    masked = emissions(nlp, docs)
+    assert prune_in_place(nlp) == {"forward": [0, 2], "backward": [1]}
+    nlp.to_disk(tmp_path / "pruned")
+    loaded = spacy.load(tmp_path / "pruned")
+    assert loaded.get_pipe("ldnet_ner").model.get_ref("tok2vec").attrs["lm_oov_vectors"] is True
+    for a, b in zip(emissions(loaded, docs), masked):
+        numpy.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_pruned_pipeline_survives_spacy_package(tiny_lm_path, tmp_path):

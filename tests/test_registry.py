@@ -89,6 +89,7 @@ ARCHITECTURES = [
     "spacy_ldnet.CharWordEmbedder.v2",
     "spacy_ldnet.LMEmbedder.v1",
     "spacy_ldnet.LMEmbedder.v2",
+    "spacy_ldnet.LMEmbedder.v3",
     "spacy_ldnet.BiLSTMCRFTagger.v1",
     "spacy_ldnet.BiLSTMCRFTagger.v2",
 ]
@@ -114,6 +115,15 @@ def test_embedder_v2_names_are_the_v1_builders():
     get = spacy.registry.architectures.get
     assert get("spacy_ldnet.CharWordEmbedder.v2") is get("spacy_ldnet.CharWordEmbedder.v1")
     assert get("spacy_ldnet.LMEmbedder.v2") is get("spacy_ldnet.LMEmbedder.v1")
+
+
+def test_lm_embedder_v3_changes_only_the_oov_vectors_default():
+    get = spacy.registry.architectures.get
+    v1, v3 = (inspect.signature(get(f"spacy_ldnet.LMEmbedder.{v}")).parameters for v in ("v1", "v3"))
+    assert list(v1) == list(v3)
+    changed = {name for name in v1 if v1[name].default != v3[name].default}
+    assert changed == {"lm_oov_vectors"}
+    assert (v1["lm_oov_vectors"].default, v3["lm_oov_vectors"].default) == (False, True)
 
 
 def test_tagger_v2_changes_only_the_locked_dropout_default():

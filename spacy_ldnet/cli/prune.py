@@ -71,7 +71,7 @@ def write_pipeline(nlp, output: Path, save=None) -> None:
 
 @app.command("prune")
 def prune_command(
-    trained_pipeline: Path = typer.Argument(..., help="A trained pipeline (e.g. training/conll03_ldnet/model-best) whose component uses an LM embedder (spacy_ldnet.LMEmbedder.v1 or .v2)."),
+    trained_pipeline: Path = typer.Argument(..., help="A trained pipeline (e.g. training/conll03_ldnet/model-best) whose component uses an LM embedder (spacy_ldnet.LMEmbedder.v1, .v2 or .v3)."),
     output_dir: Path = typer.Argument(..., help="Output directory: model-pruned/, prune.json, layer_masks.png, state/ (rerunning resumes from state/)."),
     train: Path = typer.Option(..., "--train", help="Training data (.spacy) for the continued training."),
     dev: Path = typer.Option(..., "--dev", help="Dev data (.spacy): selects the state that is kept."),

@@ -84,6 +84,19 @@ def check_scales(data: numpy.ndarray, row_scales: Optional[numpy.ndarray]) -> No
         )
 
 
+def table_rows(data: numpy.ndarray, rows: numpy.ndarray, row_scales: Optional[numpy.ndarray]) -> numpy.ndarray:
+    """Rows ``rows`` (n,) of a vectors table's host array ``data`` as float32
+    (n, width): an int8 table (``spacy-ldnet trim-vectors --dtype int8``) is
+    read as ``data[row] * row_scales[row]``, any other as it is.
+
+    Raises: ValueError for an int8 table without one scale per row."""
+    check_scales(data, row_scales)
+    values = data[rows]  # (n, width)
+    if data.dtype == numpy.int8:
+        return values.astype("float32") * row_scales[rows, None]
+    return values.astype("float32", copy=False)
+
+
 def featurize(
     seqs: Sequences,
     *,
@@ -131,12 +144,7 @@ def featurize(
             if beyond.any():
                 if data is None:
                     data = to_host(vectors.data)
-                    check_scales(data, row_scales)
-                picked = rows[beyond]
-                values = data[picked]  # (n, word_dim)
-                if data.dtype == numpy.int8:
-                    values = values.astype("float32") * row_scales[picked, None]
-                frozen[s, : end - start][beyond] = values
+                frozen[s, : end - start][beyond] = table_rows(data, rows[beyond], row_scales)  # (n, word_dim)
         if with_case:
             if i not in case_cache:
                 case_cache[i] = case_ids_for(doc)

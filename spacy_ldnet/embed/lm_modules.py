@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..lm.encoder import reverse_padded
+from ..lm.encoder import ExtraInputs
 from ..lm.model import DenseLSTMEncoder, LMConfig
 from ..torch_utils import packed_rows
 from .modules import CharWordEmbedder
@@ -123,7 +124,13 @@ class LMFeatures(nn.Module):
         """(L_f + L_b,) the masks, forward layers first."""
         return torch.cat([self.forward_masks, self.backward_masks])
 
-    def dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def dense_outputs(
+        self,
+        fw_ids: torch.Tensor,
+        bw_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        extra_inputs: Optional[ExtraInputs] = None,
+    ) -> torch.Tensor:
         """[h_t; h_t^r] for every word (LD-Net section 4.1).
 
         Args:
@@ -131,26 +138,42 @@ class LMFeatures(nn.Module):
             bw_ids: (S, T+1) long, ``w_1 .. w_n <s>`` then padding (backward-LM ids,
                 text order; the encoder reads it right to left).
             lengths: (S,) long, n per sequence (>= 1), on CPU.
+            extra_inputs: the input embeddings of ids >= the LMs' vocabulary
+                size (words outside it), shared by both LMs; see
+                :meth:`spacy_ldnet.lm.encoder.DenseLSTMEncoder.embed`.
         Returns:
             (S, T, D_f + D_b) float; rows at padded positions are arbitrary.
         """
         if self.cache_tokens > 0 and self.training and not self.learn_masks:
-            return self._cached_dense_outputs(fw_ids, bw_ids, lengths)
-        return self._dense_outputs(fw_ids, bw_ids, lengths)
+            return self._cached_dense_outputs(fw_ids, bw_ids, lengths, extra_inputs)
+        return self._dense_outputs(fw_ids, bw_ids, lengths, extra_inputs)
 
-    def _dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _dense_outputs(
+        self,
+        fw_ids: torch.Tensor,
+        bw_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        extra_inputs: Optional[ExtraInputs] = None,
+    ) -> torch.Tensor:
         n1 = lengths.cpu() + 1  # (S,) the boundary token is part of each row
         learn = self.learn_masks
         with torch.set_grad_enabled(torch.is_grad_enabled() and learn):
             zf = self.forward_masks if learn else self.forward_masks.detach()
             zb = self.backward_masks if learn else self.backward_masks.detach()
-            hf = self.forward_lm(fw_ids, n1, layer_scales=zf)  # (S, T+1, D_f); position t+1 has read <s> w_1..w_t+1
-            hb = self.backward_lm.encode_text_order(bw_ids, n1, layer_scales=zb)  # (S, T+1, D_b); position t has read w_n..w_t
+            hf = self.forward_lm(fw_ids, n1, layer_scales=zf, extra_inputs=extra_inputs)  # (S, T+1, D_f); position t+1 has read <s> w_1..w_t+1
+            hb = self.backward_lm.encode_text_order(bw_ids, n1, layer_scales=zb, extra_inputs=extra_inputs)  # (S, T+1, D_b); position t has read w_n..w_t
         return torch.cat([hf[:, 1:], hb[:, :-1]], dim=-1)  # (S, T, D_f + D_b)
 
     @torch.no_grad()
-    def _cached_dense_outputs(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """:meth:`_dense_outputs` through the cache, keyed by each sequence's LM ids."""
+    def _cached_dense_outputs(
+        self,
+        fw_ids: torch.Tensor,
+        bw_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        extra_inputs: Optional[ExtraInputs] = None,
+    ) -> torch.Tensor:
+        """:meth:`_dense_outputs` through the cache, keyed by each sequence's LM ids
+        (a word outside the LM vocabulary has its own id, see ``extra_inputs``)."""
         n = [int(x) for x in lengths.tolist()]
         S, T = fw_ids.shape[0], fw_ids.shape[1] - 1
         fw_np, bw_np = fw_ids.cpu().numpy(), bw_ids.cpu().numpy()
@@ -164,6 +187,7 @@ class LMFeatures(nn.Module):
                 fw_ids[idx.to(fw_ids.device), : T_m + 1],
                 bw_ids[idx.to(bw_ids.device), : T_m + 1],
                 lengths.cpu()[idx],
+                extra_inputs,
             )  # (M, T_m, D)
             for j, s in enumerate(missing):
                 row = sub[j, : n[s]].clone()  # (n_s, D)
@@ -177,7 +201,13 @@ class LMFeatures(nn.Module):
             out[s, : n[s]] = rows[s]
         return out
 
-    def forward(self, fw_ids: torch.Tensor, bw_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        fw_ids: torch.Tensor,
+        bw_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        extra_inputs: Optional[ExtraInputs] = None,
+    ) -> torch.Tensor:
         """r_t = ReLU(W dropout([h_t; h_t^r]) + b), shape (S, T, out_dim); arguments as
         :meth:`dense_outputs`; rows at padded positions are arbitrary.
 
@@ -187,7 +217,7 @@ class LMFeatures(nn.Module):
         are never padded, reversed or joined.
         """
         if self.cache_tokens > 0 and self.training and not self.learn_masks:
-            h = self._cached_dense_outputs(fw_ids, bw_ids, lengths)  # (S, T, D_f + D_b)
+            h = self._cached_dense_outputs(fw_ids, bw_ids, lengths, extra_inputs)  # (S, T, D_f + D_b)
             return torch.relu(self.proj(self.dropout(h)))  # (S, T, out_dim)
         S, T = fw_ids.shape[0], fw_ids.shape[1] - 1
         n = lengths.cpu().unsqueeze(1)  # (S, 1) tokens per sequence
@@ -197,9 +227,11 @@ class LMFeatures(nn.Module):
             zf = self.forward_masks if learn else self.forward_masks.detach()
             zb = self.backward_masks if learn else self.backward_masks.detach()
             # Forward LM over <s> w_1 .. w_n: step p has read <s> w_1..w_p.
-            hf = self.forward_lm.forward_packed(fw_ids, n1, layer_scales=zf)  # .data (N1, D_f)
+            hf = self.forward_lm.forward_packed(fw_ids, n1, layer_scales=zf, extra_inputs=extra_inputs)  # .data (N1, D_f)
             # Backward LM over <s> w_n .. w_1 (bw_ids reversed within n + 1): step p has read w_n..w_{n+1-p}.
-            hb = self.backward_lm.forward_packed(reverse_padded(bw_ids, n1.to(bw_ids.device)), n1, layer_scales=zb)  # .data (N1, D_b)
+            hb = self.backward_lm.forward_packed(
+                reverse_padded(bw_ids, n1.to(bw_ids.device)), n1, layer_scales=zb, extra_inputs=extra_inputs
+            )  # .data (N1, D_b)
         D_f = self.forward_lm.output_dim
         yf = nn.functional.linear(self.dropout(hf.data), self.proj.weight[:, :D_f])  # (N1, out_dim)
         yb = nn.functional.linear(self.dropout(hb.data), self.proj.weight[:, D_f:], self.proj.bias)  # (N1, out_dim)
@@ -276,17 +308,19 @@ class LDNetEmbedder(nn.Module):
         lengths: torch.Tensor,
         *char_word_inputs: torch.Tensor,
         case_ids: Optional[torch.Tensor] = None,
+        lm_extra_inputs: Optional[ExtraInputs] = None,
     ) -> torch.Tensor:
         """
         Args:
-            lm_fw_ids, lm_bw_ids, lengths: as :meth:`LMFeatures.dense_outputs`.
+            lm_fw_ids, lm_bw_ids, lengths, lm_extra_inputs: as
+                :meth:`LMFeatures.dense_outputs` (``extra_inputs``).
             char_word_inputs, case_ids: the inputs of :class:`CharWordEmbedder`
                 (word rows, frozen vectors, char ids, char lengths, fw/bw index).
         Returns:
             (S, T, word_dim + char_out_dim + case_dim + lm.out_dim) float.
         """
         cw = self.char_word(*char_word_inputs, case_ids=case_ids)  # (S, T, Dw + Dc + Dcase)
-        r = self.lm(lm_fw_ids, lm_bw_ids, lengths)  # (S, T, out_dim)
+        r = self.lm(lm_fw_ids, lm_bw_ids, lengths, lm_extra_inputs)  # (S, T, out_dim)
         return torch.cat([cw, r[:, : cw.shape[1]]], dim=-1)
 
 

@@ -43,11 +43,17 @@ Semantics
   get backward features aligned with the original token order use
   :meth:`DenseLSTMEncoder.encode_text_order`, which reverses the input rows,
   encodes, and reverses the output rows back.
+* **Words outside the vocabulary** (``extra_inputs``): an LM whose input
+  embeddings are a fixed pretrained table (``freeze_input``, the ELMo-C
+  setting) can read any word of that table, not only its ``vocab_size`` rows.
+  An id ``vocab_size + k`` reads row ``j`` of ``extra_inputs = (keys,
+  vectors)`` where ``keys[j] == k``; callers give each such word its row of
+  the full pretrained table as ``k``, so equal words get equal ids.
 * **Initialisation.** PyTorch defaults (LSTM weights ~ U(-1/sqrt(h), 1/sqrt(h)),
   embedding ~ N(0, 1)), except that the forget-gate bias of every LSTM starts
   at 1 (``bias_ih`` forget slice = 1, ``bias_hh`` forget slice = 0).
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +61,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..torch_utils import backward_on_cpu, padded_lstm
 from .config import LMConfig
+
+#: ``(keys, vectors)``: (U,) int64 keys in ascending order and their (U, E)
+#: input embeddings, read by ids ``vocab_size + key`` (see the module docstring).
+ExtraInputs = Tuple[Tensor, Tensor]
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -163,6 +173,35 @@ class DenseLSTMEncoder(nn.Module):
         return [lstm.input_size for lstm in self.layers]
 
     # -- forward -------------------------------------------------------------
+    def embed(self, token_ids: Tensor, extra_inputs: Optional[ExtraInputs] = None) -> Tensor:
+        """Input embeddings x of ``token_ids`` (any shape) -> (..., embed_dim).
+
+        Ids in ``[0, vocab_size)`` read ``embedding``; an id ``vocab_size + k``
+        reads the row of ``extra_inputs`` whose key is ``k`` (module docstring).
+
+        Raises:
+            ValueError: an id >= vocab_size without ``extra_inputs``, or one
+                whose key is not among ``extra_inputs``' keys.
+        """
+        V = self.embedding.num_embeddings
+        if extra_inputs is None:
+            if token_ids.numel() and int(token_ids.max()) >= V:
+                raise ValueError(
+                    f"token id {int(token_ids.max())} is outside the LM vocabulary ({V} rows) and no "
+                    f"extra_inputs were given for it"
+                )
+            return self.embedding(token_ids)
+        keys, vectors = extra_inputs  # (U,), (U, E)
+        outside = token_ids >= V  # (...)
+        if not bool(outside.any()):
+            return self.embedding(token_ids)
+        k = token_ids[outside] - V  # (M,) keys of the words outside the vocabulary
+        j = torch.searchsorted(keys, k).clamp_(max=max(keys.shape[0] - 1, 0))  # (M,)
+        if keys.shape[0] == 0 or not bool((keys[j] == k).all()):
+            raise ValueError("extra_inputs lack the key of an id >= vocab_size")
+        x = self.embedding(token_ids.clamp(max=V - 1))  # (..., E)
+        return x.index_put((outside,), vectors[j].to(x.dtype))  # (..., E)
+
     def _layer_keep(self, device: torch.device) -> Optional[Tensor]:
         """Per-layer multipliers of the deep path, or None (no layer dropout)."""
         p = self.layer_dropout
@@ -179,6 +218,7 @@ class DenseLSTMEncoder(nn.Module):
         lengths: Tensor,
         *,
         layer_scales: Optional[Tensor] = None,
+        extra_inputs: Optional[ExtraInputs] = None,
     ) -> PackedSequence:
         """Encode and return a ``PackedSequence`` of dense outputs.
 
@@ -192,7 +232,7 @@ class DenseLSTMEncoder(nn.Module):
             )
         # Pack the ids, not the embeddings: no padded (B, T, E) tensor is built.
         ids = pack_padded_sequence(token_ids, lengths, batch_first=True, enforce_sorted=False)
-        x = self.dropout(self.embedding(ids.data))  # (N, E), time-major packed order
+        x = self.dropout(self.embed(ids.data, extra_inputs))  # (N, E), time-major packed order
         packed = ids._replace(data=x)
         if not self.training and not torch.is_grad_enabled():
             return packed._replace(data=self._dense_inference(packed, layer_scales))
@@ -235,35 +275,42 @@ class DenseLSTMEncoder(nn.Module):
         lengths: Tensor,
         *,
         layer_scales: Optional[Tensor] = None,
+        extra_inputs: Optional[ExtraInputs] = None,
     ) -> Tensor:
         """Dense contextual representations.
 
         Args:
-            token_ids: (B, T) int64 ids in ``[0, vocab_size)``.
+            token_ids: (B, T) int64 ids in ``[0, vocab_size)``, or ``vocab_size +
+                key`` for a word of ``extra_inputs``.
             lengths: (B,) ints in ``[0, T]``; positions ``t >= lengths[b]`` are
                 padding and never influence real positions.
             layer_scales: optional (L,) float tensor; ``h_l`` is multiplied by
                 ``layer_scales[l]`` in the output and in deeper layers' inputs
                 (LD-Net section 3.3). Gradients flow to it.
+            extra_inputs: optional :data:`ExtraInputs`, the input embeddings of
+                the ids >= vocab_size (:meth:`embed`).
 
         Returns:
             (B, T, embed_dim + L * hidden_dim) float tensor,
             ``[x_t; h_0,t; ...; h_{L-1},t]``; exactly 0 at padding positions.
 
         Raises:
-            ValueError: bad shapes, dtypes or lengths.
+            ValueError: bad shapes, dtypes or lengths, or an id >= vocab_size
+                that ``extra_inputs`` lack.
         """
         lengths = _check_batch(token_ids, lengths)
         B, T = token_ids.shape
         nonempty = lengths > 0
         if bool(nonempty.all()):
-            packed = self.forward_packed(token_ids, lengths, layer_scales=layer_scales)
+            packed = self.forward_packed(token_ids, lengths, layer_scales=layer_scales, extra_inputs=extra_inputs)
             out, _ = pad_packed_sequence(packed, batch_first=True, total_length=T)
             return out
         out = self.embedding.weight.new_zeros(B, T, self.output_dim)
         if bool(nonempty.any()):
             rows = nonempty.nonzero().squeeze(1)
-            sub = self.forward(token_ids[rows.to(token_ids.device)], lengths[rows], layer_scales=layer_scales)
+            sub = self.forward(
+                token_ids[rows.to(token_ids.device)], lengths[rows], layer_scales=layer_scales, extra_inputs=extra_inputs
+            )
             out = out.index_copy(0, rows.to(out.device), sub)
         return out
 
@@ -273,6 +320,7 @@ class DenseLSTMEncoder(nn.Module):
         lengths: Tensor,
         *,
         layer_scales: Optional[Tensor] = None,
+        extra_inputs: Optional[ExtraInputs] = None,
     ) -> Tensor:
         """Encode in the LM's direction, returning outputs aligned with the input order.
 
@@ -282,10 +330,10 @@ class DenseLSTMEncoder(nn.Module):
         tokens ``t .. len-1`` of the original row.
         """
         if self.config.direction == "forward":
-            return self.forward(token_ids, lengths, layer_scales=layer_scales)
+            return self.forward(token_ids, lengths, layer_scales=layer_scales, extra_inputs=extra_inputs)
         lengths_t = torch.as_tensor(lengths).long()
         rev = reverse_padded(token_ids, lengths_t.to(token_ids.device))
-        out = self.forward(rev, lengths_t, layer_scales=layer_scales)
+        out = self.forward(rev, lengths_t, layer_scales=layer_scales, extra_inputs=extra_inputs)
         return reverse_padded(out, lengths_t.to(out.device))
 
     # -- pruning ------------------------------------------------------------

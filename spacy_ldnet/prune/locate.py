@@ -13,7 +13,7 @@ from . import PruneError
 
 LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
 #: Every version of the LM embedder whose config block pruning rewrites.
-LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2")
+LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2", "spacy_ldnet.LMEmbedder.v3")
 
 
 def find_lm_pipe(nlp: Language) -> Tuple[str, Any]:
