@@ -72,7 +72,28 @@ TASKS: Dict[str, dict] = {
         "shipped": None,
     },
 }
-LABELS = {"nolm": "no LM", "ldnet": "LD-Net (20 LM layers)", "pruned": "LD-Net pruned", "shipped": "shipped (pruned)"}
+#: Pipelines of the curve that are a task's config with other settings:
+#: name -> (config key in TASKS[task]["configs"], extra ``spacy train`` overrides).
+#: ``ldnet_unk`` is LD-Net as LD-Net has it: every word outside the LMs'
+#: vocabulary is read as ``<unk>`` (``LMEmbedder.v3`` with ``lm_oov_vectors`` off).
+VARIANTS: Dict[str, tuple] = {"ldnet_unk": ("ldnet", {"components.ldnet_ner.model.tok2vec.lm_oov_vectors": False})}
+#: The pruned pipeline of each LD-Net pipeline.
+PRUNED = {"pruned": "ldnet", "pruned_unk": "ldnet_unk"}
+LABELS = {
+    "nolm": "no LM",
+    "ldnet": "LD-Net (20 LM layers)",
+    "pruned": "LD-Net pruned",
+    "ldnet_unk": "LD-Net, <unk> outside the LM vocabulary",
+    "pruned_unk": "LD-Net pruned, <unk> outside the LM vocabulary",
+    "shipped": "shipped (pruned)",
+}
+#: Table columns: pipeline, its header, and the header of its gain over no LM.
+COLUMNS = [
+    ("ldnet", "LD-Net", "LM gain"),
+    ("pruned", "LD-Net pruned", "pruned gain"),
+    ("ldnet_unk", "LD-Net, `<unk>`", "gain"),
+    ("pruned_unk", "pruned, `<unk>`", "gain"),
+]
 SPLIT_TITLES = {"test": "test", "wikigold": "WikiGold (out of domain)"}
 
 
@@ -146,8 +167,8 @@ def one_run(task_name: str, pipeline: str, n: Optional[int], seed: int, args) ->
     out, log = base / name, base / f"{name}.log"
     train = f"corpus/curve/{task_name}/train_{size_name(n)}.spacy"
     record = {"task": task_name, "pipeline": pipeline, "size": size_name(n), "seed": seed}
-    if pipeline == "pruned":
-        source = base / f"ldnet_{size_name(n)}_s{seed}" / "model-best"
+    if pipeline in PRUNED:
+        source = base / f"{PRUNED[pipeline]}_{size_name(n)}_s{seed}" / "model-best"
         run(["spacy-ldnet", "prune", str(source), str(out), "--train", train, "--dev", task["dev"],
              "--lambda1", str(args.lambda1), "--steps", str(args.prune_steps), "--eval-every", "100",
              "--finetune-steps", str(args.prune_steps), "--seed", str(seed), "--threads", "1"], log)
@@ -158,15 +179,16 @@ def one_run(task_name: str, pipeline: str, n: Optional[int], seed: int, args) ->
         record["dev"] = round(100 * prune["dev_f1"]["after"], 2)
         model = out / "model-pruned"
     else:
-        config = task["configs"][pipeline]
+        kind, extra = VARIANTS.get(pipeline, (pipeline, {}))
+        config = task["configs"][kind]
         sentences = json.loads((REPO / f"corpus/curve/{task_name}/train_{size_name(n)}.json").read_text())["sentences"]
-        settings = settings_for(sentences, config)
+        settings = {**settings_for(sentences, config), **extra}
         if not (out / "model-best").is_dir():
             cmd = [sys.executable, "-m", "spacy", "train", config, "--output", str(out),
                    "--paths.train", train, "--paths.dev", task["dev"], "--system.seed", str(seed)]
             for key, value in settings.items():
                 cmd += [f"--{key}", str(value)]
-            if pipeline == "ldnet":
+            if kind == "ldnet":
                 cmd += ["--paths.lm", "lms/ldnet"]
             run(cmd, log)
         steps = settings["training.max_steps"]
@@ -221,12 +243,17 @@ def summarise(runs: List[dict], splits: List[str]) -> List[dict]:
                     "seeds": len(vals),
                 }
         for split in splits:
-            if "nolm" in row and "ldnet" in row:
-                row.setdefault("lm_gain", {})[split] = round(row["ldnet"][split]["mean"] - row["nolm"][split]["mean"], 2)
-            if "nolm" in row and "pruned" in row:
-                row.setdefault("pruned_gain", {})[split] = round(row["pruned"][split]["mean"] - row["nolm"][split]["mean"], 2)
+            for pipeline, _, _ in COLUMNS:
+                if "nolm" in row and pipeline in row:
+                    gain = round(row[pipeline][split]["mean"] - row["nolm"][split]["mean"], 2)
+                    row.setdefault(gain_key(pipeline), {})[split] = gain
         table.append(row)
     return table
+
+
+def gain_key(pipeline: str) -> str:
+    """The summary key of a pipeline's gain over no LM (``lm_gain`` for LD-Net)."""
+    return "lm_gain" if pipeline == "ldnet" else f"{pipeline}_gain"
 
 
 def markdown(table: List[dict], splits: List[str], title: str) -> str:
@@ -245,19 +272,21 @@ def markdown(table: List[dict], splits: List[str], title: str) -> str:
         value = row.get(key, {}).get(split)
         return "" if value is None else f"{value:+.2f}"
 
+    columns = [(p, label, gain_header) for p, label, gain_header in COLUMNS if any(p in row for row in table)]
     lines = []
     for split in splits:
-        lines += [f"{title}, {SPLIT_TITLES[split]}: F1, mean (sd) over seeds", "",
-                  "| training sentences | seeds | no LM | LD-Net | LM gain | LD-Net pruned | pruned gain |",
-                  "|---|---|---|---|---|---|---|"]
+        header = "| training sentences | seeds | no LM | " + " | ".join(f"{label} | {h}" for _, label, h in columns) + " |"
+        lines += [f"{title}, {SPLIT_TITLES[split]}: F1, mean (sd) over seeds", "", header,
+                  "|" + "---|" * (3 + 2 * len(columns))]
         for row in table:
-            seeds = max((row[p][split]["seeds"] for p in ("nolm", "ldnet", "pruned") if p in row), default=0)
+            seeds = max((row[p][split]["seeds"] for p in ["nolm"] + [p for p, _, _ in columns] if p in row), default=0)
             if not seeds:
                 continue
             size = f"{row['sentences']:,}" + (" (all)" if row["size"] == "all" else "")
-            lines.append(f"| {size} | {seeds} | {cell(row, 'nolm', split, seeds)} | {cell(row, 'ldnet', split, seeds)} | "
-                         f"{gain(row, 'lm_gain', split)} | {cell(row, 'pruned', split, seeds)} | "
-                         f"{gain(row, 'pruned_gain', split)} |")
+            cells = [cell(row, "nolm", split, seeds)]
+            for p, _, _ in columns:
+                cells += [cell(row, p, split, seeds), gain(row, gain_key(p), split)]
+            lines.append(f"| {size} | {seeds} | " + " | ".join(cells) + " |")
         for row in table:
             if "shipped" in row:
                 lines += ["", f"Shipped pipeline (all training sentences, pruned, trimmed vectors): "
@@ -277,7 +306,7 @@ def plot(table: List[dict], splits: List[str], title: str, path: Path) -> None:
     sizes = sorted({row["sentences"] for row in table})
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.2), squeeze=False)
     for ax, split in zip(axes[0], splits):
-        for pipeline, marker in (("nolm", "o"), ("ldnet", "s"), ("pruned", "^"), ("shipped", "*")):
+        for pipeline, marker in (("nolm", "o"), ("ldnet_unk", "x"), ("pruned_unk", "v"), ("ldnet", "s"), ("pruned", "^"), ("shipped", "*")):
             pts = [(row["sentences"], row[pipeline][split]) for row in table if pipeline in row]
             if not pts:
                 continue
@@ -305,8 +334,8 @@ def main() -> int:
     p.add_argument("--sizes", default="250,500,1000,2000,5000,all", help="training sentences per run; 'all' is the whole set")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--seeds-up-to", type=int, default=2000, help="sizes above this run the first seed only")
-    p.add_argument("--pipelines", default="nolm,ldnet")
-    p.add_argument("--pruned-sizes", default="", help="sizes at which the LD-Net runs are also pruned")
+    p.add_argument("--pipelines", default="nolm,ldnet", help="nolm, ldnet, and for NER ldnet_unk (LD-Net with <unk> for words outside the LM vocabulary)")
+    p.add_argument("--pruned-sizes", default="", help="sizes at which the LD-Net runs (ldnet, ldnet_unk) are also pruned")
     p.add_argument("--lambda1", type=int, default=6, help="layer budget of the pruned pipelines")
     p.add_argument("--prune-steps", type=int, default=300, help="layer-selection steps and fine-tuning steps")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (one torch thread each)")
@@ -335,7 +364,8 @@ def main() -> int:
         jobs = [(args.task, pl, n, s) for n in sizes for s in seeds_for(n) for pl in args.pipelines.split(",")]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda job: one_run(*job, args), jobs))
-            pruned = [(args.task, "pruned", n, s) for n in pruned_sizes for s in seeds_for(n)]
+            pruned = [(args.task, p, n, s) for p, source in PRUNED.items() if source in args.pipelines.split(",")
+                      for n in pruned_sizes for s in seeds_for(n)]
             list(pool.map(lambda job: one_run(*job, args), pruned))
         shipped_run(args.task, args)
     runs = [json.loads(f.read_text()) for f in sorted((args.output_dir / "runs").glob("*.json"))]

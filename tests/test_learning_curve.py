@@ -57,6 +57,8 @@ def test_summary_averages_seeds_and_subtracts_the_no_lm_mean():
         {"pipeline": "nolm", "size": "1000", "sentences": 1000, "seed": 1, "test": 82.0},
         {"pipeline": "ldnet", "size": "1000", "sentences": 1000, "seed": 0, "test": 84.0},
         {"pipeline": "pruned", "size": "1000", "sentences": 1000, "seed": 0, "test": 82.5},
+        {"pipeline": "ldnet_unk", "size": "1000", "sentences": 1000, "seed": 0, "test": 83.0},
+        {"pipeline": "ldnet_unk", "size": "1000", "sentences": 1000, "seed": 1, "test": 83.5},
         {"pipeline": "nolm", "size": "all", "sentences": 14041, "seed": 0, "test": 90.0},
         {"pipeline": "nolm", "size": "250", "sentences": 250, "seed": 0, "test": 60.0},
     ]
@@ -65,11 +67,12 @@ def test_summary_averages_seeds_and_subtracts_the_no_lm_mean():
     row = table[1]
     assert row["nolm"]["test"] == {"mean": 81.0, "sd": 1.41, "seeds": 2}
     assert row["ldnet"]["test"]["sd"] is None
-    assert row["lm_gain"]["test"] == 3.0 and row["pruned_gain"]["test"] == 1.5
+    assert row["lm_gain"]["test"] == 3.0 and row["pruned_gain"]["test"] == 1.5 and row["ldnet_unk_gain"]["test"] == 2.25
     assert "lm_gain" not in table[2]
     text = script.markdown(table, ["test"], "NER")
-    assert "| 1,000 | 2 | 81.00 (1.41) | 84.00, 1 seed | +3.00 | 82.50, 1 seed | +1.50 |" in text
-    assert "| 14,041 (all) | 1 | 90.00 |  |  |  |  |" in text
+    assert "| no LM | LD-Net | LM gain | LD-Net pruned | pruned gain | LD-Net, `<unk>` | gain |" in text  # no pruned_unk runs
+    assert "| 1,000 | 2 | 81.00 (1.41) | 84.00, 1 seed | +3.00 | 82.50, 1 seed | +1.50 | 83.25 (0.35) | +2.25 |" in text
+    assert "| 14,041 (all) | 1 | 90.00 |  |  |  |  |  |  |" in text
 
 
 def test_sized_settings_follow_the_training_set():

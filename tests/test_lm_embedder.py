@@ -225,7 +225,7 @@ def test_ldnet_config_differs_from_the_no_lm_baseline_only_by_lm_features():
     bm, lmm = dict(base["components"]["ldnet_ner"]["model"]), dict(lm["components"]["ldnet_ner"]["model"])
     bt, lt = bm.pop("tok2vec"), lmm.pop("tok2vec")
     assert bm == lmm
-    assert lt["@architectures"] == "spacy_ldnet.LMEmbedder.v1"
+    assert (lt["@architectures"], lt["lm_oov_vectors"]) == ("spacy_ldnet.LMEmbedder.v3", True)
     assert {k: v for k, v in lt.items() if k in bt and k != "@architectures"} == {
         k: v for k, v in bt.items() if k != "@architectures"
     }
