@@ -375,3 +375,24 @@ def test_v3_refuses_lms_whose_inputs_are_not_the_vectors_table(tmp_path):
         make_open_nlp(tmp_path / "other", lms=other_vectors_lms)
     with pytest.raises(ValueError, match="width 16 is not the LMs' input width 8.*lm_oov_vectors = false"):
         make_open_nlp(tmp_path / "narrow", lms=lambda root, nlp: write_tiny_lms(root, lm_vocab()[: -len(OUTSIDE)]), lm_embed_width=LM_WIDTH)
+
+
+def test_trimming_a_v3_pipeline_keeps_the_lm_inputs_of_words_outside_the_lm_vocabulary(tmp_path):
+    """trim-vectors moves fine-tuned rows into the vectors table; for v3 the LMs
+    read that table's pretrained rows, so the tuned rows stay in the model and
+    every output is unchanged when all rows are kept."""
+    from spacy_ldnet.embed.trim import save_trimmed, trim_word_vectors
+
+    nlp = make_open_nlp(tmp_path)
+    optimizer = Adam(0.05)
+    for _ in range(5):  # move the fine-tuned rows of the training words away from the table's
+        nlp.update(make_examples(nlp), sgd=optimizer, drop=0.0)
+    docs = [nlp.make_doc("Mary Jones works in Paris for Google in London .")]
+    before = emissions(nlp, docs)
+    report = trim_word_vectors(nlp, nlp.vocab.vectors.shape[0], "int8")
+    assert report.tuned_rows == 0
+    save_trimmed(nlp, report, tmp_path / "trimmed")
+    loaded = spacy.load(tmp_path / "trimmed")
+    assert loaded.get_pipe("ldnet_ner").model.get_ref("tok2vec").attrs["n_word_rows"] == TINY_EMBEDDER["n_word_rows"]
+    for a, b in zip(before, emissions(loaded, [loaded.make_doc(d.text) for d in docs])):
+        numpy.testing.assert_allclose(a, b, atol=0.05)  # int8 rows: within their rounding

@@ -35,13 +35,13 @@ import torch
 from spacy.attrs import LOWER, ORTH
 from spacy.strings import get_string_id
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, xp2torch
+from thinc.api import ArgsKwargs, Model, get_array_module, xp2torch
 from thinc.types import Floats3d
 
 from ..sequences import Sequences
 from ..thinc_utils import convert_padded_outputs, to_host, torch_module, wrap_torch
 from .embedder import char_word_parts, char_word_torch_args, char_word_torch_kwargs, embed_forward, fill_word_table
-from .featurize import find_rows, table_rows
+from .featurize import check_scales, find_rows, table_rows
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
 
 DIRECTIONS = ("forward", "backward")
@@ -371,8 +371,11 @@ def lm_extra_inputs(
         V = len(model.attrs[f"lm_vocab_{direction}"])
         parts.append(ids[ids >= V] - V)
     keys = numpy.unique(numpy.concatenate(parts))  # (U,) ascending
-    data = to_host(seqs.docs[0].vocab.vectors.data)  # (rows, E)
-    return keys, table_rows(data, keys, model.attrs.get("word_row_scales"))  # (U,), (U, E)
+    data = seqs.docs[0].vocab.vectors.data  # (rows, E), numpy or (with --gpu-id) cupy
+    picked = to_host(data[get_array_module(data).asarray(keys)])  # (U, E): only these rows leave the device
+    scales = model.attrs.get("word_row_scales")
+    check_scales(data, scales)
+    return keys, table_rows(picked, numpy.arange(len(keys)), None if scales is None else numpy.asarray(scales)[keys])
 
 
 def _forward(model: Model, seqs: Sequences, is_train: bool) -> Tuple[Floats3d, Callable]:

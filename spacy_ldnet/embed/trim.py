@@ -13,6 +13,12 @@ order) and sets the model's ``n_word_rows`` to 0, keeping its trained
 before (the outputs do not change for it); a word whose row is dropped is read
 as ``<unk>``, like any word outside GloVe. What that costs in F1 is measured
 with ``spacy evaluate`` on the trimmed pipeline.
+
+An embedder whose LMs read words outside their vocabulary from the vectors
+table (``LMEmbedder.v3``, ``lm_oov_vectors``) needs the table's pretrained
+rows as they were in training, so for it the fine-tuned rows stay in the
+model (``n_word_rows`` unchanged) and the table is only cut and stored
+compactly.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +44,7 @@ class TrimReport:
     component: str  # name of the pipe whose word table was moved
     old_rows: int  # rows of nlp.vocab.vectors before
     new_rows: int  # rows kept
-    tuned_rows: int  # fine-tuned rows moved into the vectors table (the model's n_word_rows is now 0)
+    tuned_rows: int  # fine-tuned rows moved into the vectors table (then the model's n_word_rows is 0)
     removed_keys: List[int]  # vector keys whose rows were dropped
 
 
@@ -92,8 +98,9 @@ def trim_word_vectors(nlp: Language, n_rows: int, dtype: str = "float32") -> Tri
             and applied by :func:`spacy_ldnet.embed.featurize.featurize`).
 
     Returns: a :class:`TrimReport`. Save with :func:`save_trimmed`, which also
-    writes ``n_word_rows = 0`` into ``config.cfg`` (spaCy rebuilds the model
-    from the config before it loads the weights).
+    writes ``n_word_rows = 0`` into ``config.cfg`` when rows were moved (spaCy
+    rebuilds the model from the config before it loads the weights). With
+    ``lm_oov_vectors`` no row is moved (module docstring).
 
     Raises:
         TrimError: no or several embedders with a word table, an empty or
@@ -126,7 +133,8 @@ def trim_word_vectors(nlp: Language, n_rows: int, dtype: str = "float32") -> Tri
         raise TrimError(f"The vectors table has width {vectors.shape[1]} but the model's word table {dim}.")
     old_rows = int(vectors.shape[0])
     n_rows = min(n_rows, old_rows)
-    moved = min(K, old_rows)
+    # The LMs of an lm_oov_vectors embedder read pretrained rows of the table: the tuned rows stay in the model.
+    moved = 0 if node.attrs.get("lm_oov_vectors", False) else min(K, old_rows)
     xp = get_array_module(vectors.data)
     vectors.data[:moved] = xp.asarray(weight[:moved])  # the fine-tuned rows, read from here on
     removed = vectors.resize((n_rows, dim), inplace=False)  # [(key, row)] of the dropped rows
@@ -136,16 +144,17 @@ def trim_word_vectors(nlp: Language, n_rows: int, dtype: str = "float32") -> Tri
         node.attrs["word_row_scales"] = scales
     elif dtype == "float16":
         vectors.data = vectors.data.astype("float16")
-    with torch.no_grad():
-        words.weight = torch.nn.Parameter(words.weight[K:].detach().clone())  # (1, dim): <unk> only
-    words.n_rows = 0
-    node.attrs["n_word_rows"] = 0
+    if moved:
+        with torch.no_grad():
+            words.weight = torch.nn.Parameter(words.weight[K:].detach().clone())  # (1, dim): <unk> only
+        words.n_rows = 0
+        node.attrs["n_word_rows"] = 0
     return TrimReport(name, old_rows, n_rows, moved, [int(key) for key, _ in removed])
 
 
 def save_trimmed(nlp: Language, report: TrimReport, output: Path) -> None:
     """``nlp.to_disk(output)``, then set the trimmed pipe's ``n_word_rows`` to 0
-    in ``config.cfg`` and reduce ``vocab/strings.json`` to the strings a blank
+    in ``config.cfg`` (if its rows were moved) and reduce ``vocab/strings.json`` to the strings a blank
     pipeline of the language starts with plus the pipes' labels.
 
     The string store of a trained pipeline holds every word type of its
@@ -156,7 +165,7 @@ def save_trimmed(nlp: Language, report: TrimReport, output: Path) -> None:
     nlp.to_disk(output)
     cfg_path = output / "config.cfg"
     config = Config().from_disk(cfg_path, interpolate=False)
-    blocks = [config["components"][report.component]]
+    blocks = [config["components"][report.component]] if report.tuned_rows else []
     while blocks:  # the embedder block is nested in the tagger's: find n_word_rows
         block = blocks.pop()
         if "n_word_rows" in block:
