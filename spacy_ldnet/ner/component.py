@@ -63,7 +63,7 @@ max_sequence_length = 256
 mixed_precision = false
 
 [model.tok2vec]
-@architectures = "spacy_ldnet.LMEmbedder.v1"
+@architectures = "spacy_ldnet.LMEmbedder.v3"
 n_word_rows = 50000
 word_width = 50
 n_chars = 512
@@ -81,6 +81,7 @@ lm_output_width = 100
 lm_dropout = 0.5
 learn_layer_masks = false
 cache_lm_tokens = 0
+lm_oov_vectors = true
 """
 DEFAULT_MODEL = util.load_config_from_str(DEFAULT_MODEL_CONFIG)["model"]
 
@@ -279,7 +280,7 @@ class LDNetNER(TrainablePipe):
             labels: the entity (or span) labels (e.g. from ``spacy init labels``);
                 read from the examples if None.
             lm_path: for an embedder with LM features
-                (``spacy_ldnet.LMEmbedder.v1``), a directory holding ``forward/``
+                (``spacy_ldnet.LMEmbedder``), a directory holding ``forward/``
                 and ``backward/`` LM checkpoints to load instead of the shipped
                 default (set it in ``[initialize.components.ldnet_ner]``).
         """
@@ -293,7 +294,7 @@ class LDNetNER(TrainablePipe):
             if not found_lm:
                 raise ValueError(
                     f"lm_path={lm_path!r} was given to ldnet_ner.initialize, but its embedding layer "
-                    f"has no LM. Fix: use the spacy_ldnet.LMEmbedder.v1 architecture, or drop lm_path."
+                    f"has no LM. Fix: use the spacy_ldnet.LMEmbedder.v3 architecture, or drop lm_path."
                 )
         if labels is not None:
             for label in labels:
