@@ -83,8 +83,8 @@ LABELS = {
     "nolm": "no LM",
     "ldnet": "LD-Net (20 LM layers)",
     "pruned": "LD-Net pruned",
-    "ldnet_unk": "LD-Net, <unk> outside the LM vocabulary",
-    "pruned_unk": "LD-Net pruned, <unk> outside the LM vocabulary",
+    "ldnet_unk": "LD-Net, <unk> outside the LM vocabulary (v1)",
+    "pruned_unk": "LD-Net pruned, <unk> (v1)",
     "shipped": "shipped (pruned)",
 }
 #: Table columns: pipeline, its header, and the header of its gain over no LM.
@@ -319,7 +319,7 @@ def plot(table: List[dict], splits: List[str], title: str, path: Path) -> None:
         ax.set_ylabel("F1")
         ax.set_title(f"{title}: {SPLIT_TITLES[split]}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend()
+        ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
