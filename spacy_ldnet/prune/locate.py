@@ -11,7 +11,7 @@ from ..embed.lm_modules import LMFeatures
 from ..thinc_utils import torch_module
 from . import PruneError
 
-LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v1"
+LM_ARCHITECTURE = "spacy_ldnet.LMEmbedder.v3"
 #: Every version of the LM embedder whose config block pruning rewrites.
 LM_ARCHITECTURES = ("spacy_ldnet.LMEmbedder.v1", "spacy_ldnet.LMEmbedder.v2", "spacy_ldnet.LMEmbedder.v3")
 
