@@ -11,8 +11,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..lm.encoder import reverse_padded
-from ..lm.encoder import ExtraInputs
+from ..lm.encoder import ExtraInputs, reverse_padded
 from ..lm.model import DenseLSTMEncoder, LMConfig
 from ..torch_utils import packed_rows
 from .modules import CharWordEmbedder
