@@ -24,6 +24,7 @@ the total, the median of ``--rounds`` rounds; ``--output`` also writes JSON.
 The timers add a few microseconds per call; words/s is printed with them on.
 """
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -98,15 +99,31 @@ def instrument(nlp, timers: Timers) -> None:
     for fn in ("viterbi_paths", "posterior", "span_probabilities"):
         timers.wrap(confidence, fn, "CRF")
     timers.wrap(ner, "set_annotations", "write to Doc")
-    tok2vec = ner.model.get_ref("tok2vec")
-    module = torch_module(tok2vec.layers[0])
-    char_word = getattr(module, "char_word", module)
-    timers.hook(char_word.words, "word vectors")
-    timers.hook(char_word.chars, "char BiLSTM")
-    lm = getattr(module, "lm", None)
-    if lm is not None:
-        timers.hook(lm, "LM features")
-    timers.hook(get_head(ner.model), "word BiLSTM + emission")
+    # The modules predict through the component's precision (int8 copies for
+    # precision = "int8"), so the hooks go on the modules in place during a call.
+    hooked = set()
+    using = ner._prediction_modules.using
+
+    @contextlib.contextmanager
+    def timed_using(model, precision):
+        with using(model, precision):
+            tok2vec = ner.model.get_ref("tok2vec")
+            module = torch_module(tok2vec.layers[0])
+            if id(module) not in hooked:
+                hooked.add(id(module))
+                char_word = getattr(module, "char_word", module)
+                timers.hook(char_word.words, "word vectors")
+                timers.hook(char_word.chars, "char BiLSTM")
+                lm = getattr(module, "lm", None)
+                if lm is not None:
+                    timers.hook(lm, "LM features")
+            head = get_head(ner.model)
+            if id(head) not in hooked:
+                hooked.add(id(head))
+                timers.hook(head, "word BiLSTM + emission")
+            yield
+
+    ner._prediction_modules.using = timed_using
 
 
 def texts_of(nlp, data: Path, regime: str):

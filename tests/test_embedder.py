@@ -329,3 +329,66 @@ def test_vector_rows_found_on_a_gpu_come_back_as_numpy():
     rows = find_rows(DeviceVectors(), [11, 12, 11])
     assert isinstance(rows, numpy.ndarray) and rows.dtype == numpy.int64
     assert rows.tolist() == [7, -1, 7]
+
+
+def reference_features(seqs, n_word_rows, word_dim, n_chars):
+    """The inputs of :func:`featurize` built token by token, as LD-Net section
+    4.1 describes them: the stream ``" ".join(words) + " "``, each word's row."""
+    from spacy_ldnet.embed.featurize import case_ids_for, char_ids_for
+
+    S, T = len(seqs), seqs.padded_length
+    out = {
+        "word_rows": numpy.full((S, T), -1, dtype="int64"),
+        "frozen_vectors": numpy.zeros((S, T, word_dim), dtype="float32"),
+        "fw_index": numpy.zeros((S, T), dtype="int64"),
+        "bw_index": numpy.zeros((S, T), dtype="int64"),
+        "case_ids": numpy.zeros((S, T), dtype="int64"),
+    }
+    streams = []
+    for s, (i, start, end) in enumerate(seqs.spans):
+        doc = seqs.docs[i]
+        table = doc.vocab.vectors
+        position = 0
+        for t, token in enumerate(doc[start:end]):
+            row = table.find(key=token.lower) if token.lower in table else -1
+            out["word_rows"][s, t] = row
+            if row >= n_word_rows:
+                out["frozen_vectors"][s, t] = table.data[row]
+            out["bw_index"][s, t] = position
+            out["fw_index"][s, t] = position + len(token.text)
+            out["case_ids"][s, t] = case_ids_for(doc)[start + t]
+            position += len(token.text) + 1
+        streams.append(char_ids_for(" ".join(t.text for t in doc[start:end]) + " ", n_chars))
+    out["char_lengths"] = numpy.asarray([len(c) for c in streams], dtype="int64")
+    out["char_ids"] = numpy.zeros((S, max(len(c) for c in streams)), dtype="int64")
+    for s, c in enumerate(streams):
+        out["char_ids"][s, : len(c)] = c
+    out["lengths"] = numpy.asarray(seqs.lengths, dtype="int64")
+    return out
+
+
+@pytest.mark.parametrize("max_length", [MAX_SEQUENCE_LENGTH, 3])
+def test_featurize_equals_the_token_by_token_reference(nlp, max_length):
+    """The batch-vectorised featurize gives every array exactly as built token
+    by token: word rows and frozen rows, character streams with their word
+    boundaries, word shapes, for docs with sentences, cut docs, non-Latin and
+    astral characters, whitespace tokens and a one-character doc."""
+    from spacy_ldnet.embed.featurize import featurize
+
+    with_sents = nlp.make_doc("John Smith flew . Paris is big .")
+    for token in with_sents:
+        token.is_sent_start = token.i in (0, 4)
+    docs = [
+        nlp.make_doc(TARGET),
+        with_sents,
+        nlp.make_doc("Zürich  and 東京 😀 naïve\tdone"),
+        nlp.make_doc("a"),
+        nlp.make_doc(LONG),
+    ]
+    seqs = Sequences.from_docs(docs, max_length)
+    got = featurize(seqs, n_word_rows=5, word_dim=VECTOR_WIDTH, n_chars=200, with_case=True)
+    expected = reference_features(seqs, 5, VECTOR_WIDTH, 200)
+    assert (got.word_rows >= 5).any() and (got.word_rows == -1).any() and (got.char_ids > 200 - 65).any()
+    for name, value in expected.items():
+        numpy.testing.assert_array_equal(getattr(got, name), value, err_msg=name)
+        assert getattr(got, name).dtype == value.dtype, name

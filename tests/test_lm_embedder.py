@@ -397,3 +397,33 @@ def test_trimming_a_v3_pipeline_keeps_the_lm_inputs_of_words_outside_the_lm_voca
     assert loaded.get_pipe("ldnet_ner").model.get_ref("tok2vec").attrs["n_word_rows"] == TINY_EMBEDDER["n_word_rows"]
     for a, b in zip(before, emissions(loaded, [loaded.make_doc(d.text) for d in docs])):
         numpy.testing.assert_allclose(a, b, atol=0.05)  # int8 rows: within their rounding
+
+
+def test_lm_token_ids_equal_the_token_by_token_reference(tmp_path):
+    """Forward ids are ``<s> w_1..w_n``, backward ``w_1..w_n <s>``, 0 after;
+    a word outside the LM vocabulary is <unk>, or V + its vectors row with
+    word_rows (v3), <unk> again when it has no row; docs cut into sequences."""
+    nlp = make_open_nlp(tmp_path)
+    tok2vec = nlp.get_pipe("ldnet_ner").model.get_ref("tok2vec")
+    docs = [nlp.make_doc("Mary Jones works for Google in London ."), nlp.make_doc("Paris"), nlp.make_doc("zzyzx works in Paris")]
+    seqs = Sequences.from_docs(docs, 3)
+    feats = featurize_for(tok2vec, seqs)
+    for word_rows in (None, feats.word_rows):
+        fw, bw = lm_token_ids(tok2vec, seqs, word_rows)
+        for direction, ids in (("forward", fw), ("backward", bw)):
+            vocab = tok2vec.attrs[f"lm_vocab_{direction}"]
+            V = len(vocab)
+            expected = numpy.zeros_like(ids)
+            for s, (i, start, end) in enumerate(seqs.spans):
+                row = []
+                for t, token in enumerate(seqs.docs[i][start:end]):
+                    if token.lower_ in vocab:
+                        row.append(vocab.index(token.lower_))
+                    elif word_rows is not None and word_rows[s, t] >= 0:
+                        row.append(V + int(word_rows[s, t]))
+                    else:
+                        row.append(vocab.index("<unk>"))
+                bos = vocab.index("<s>")
+                expected[s, : len(row) + 1] = [bos] + row if direction == "forward" else row + [bos]
+            numpy.testing.assert_array_equal(ids, expected)
+        assert (fw >= V).any() == (word_rows is not None)

@@ -1,13 +1,13 @@
 """Turn spaCy docs into the integer and vector inputs of the embedder modules.
 
-Vectorised with numpy: characters come from one UTF-32 encode per sequence,
-word rows from one ``Vectors.find`` call per batch.
+Vectorised with numpy over the whole batch: characters come from one UTF-32
+encode of the docs' texts, word rows from one ``Vectors.find`` call per batch.
 """
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional, Sequence, Tuple
 
 import numpy
-from spacy.attrs import IS_DIGIT, IS_LOWER, IS_PUNCT, IS_TITLE, IS_UPPER, LOWER
+from spacy.attrs import IDX, IS_DIGIT, IS_LOWER, IS_PUNCT, IS_TITLE, IS_UPPER, LENGTH, LOWER
 from spacy.tokens import Doc
 
 from ..sequences import Sequences
@@ -55,15 +55,20 @@ HASH_BUCKETS = 64
 
 
 def char_ids_for(text: str, n_chars: int) -> numpy.ndarray:
-    """Map characters to ids in ``[1, n_chars)`` (0 is padding).
+    """Map the characters of ``text`` to ids in ``[1, n_chars)`` (0 is padding),
+    (len(text),) int64: :func:`char_ids_of` of its code points."""
+    return char_ids_of(numpy.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype("int64"), n_chars)
+
+
+def char_ids_of(code_points: numpy.ndarray, n_chars: int) -> numpy.ndarray:
+    """Map code points (int64, any shape) to ids in ``[1, n_chars)`` (0 is padding).
 
     Code points below ``n_direct = n_chars - 1 - HASH_BUCKETS`` (ASCII and
     Latin-1 for the default 512) get their own id; all others (emoji, CJK,
     control characters beyond it) fall into ``HASH_BUCKETS`` shared buckets.
     """
     n_direct = n_chars - 1 - HASH_BUCKETS
-    cps = numpy.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype("int64")
-    return numpy.where(cps < n_direct, cps + 1, n_direct + 1 + cps % HASH_BUCKETS)
+    return numpy.where(code_points < n_direct, code_points + 1, n_direct + 1 + code_points % HASH_BUCKETS)
 
 
 def find_rows(vectors, keys) -> numpy.ndarray:
@@ -97,6 +102,30 @@ def table_rows(data: numpy.ndarray, rows: numpy.ndarray, row_scales: Optional[nu
     return values.astype("float32", copy=False)
 
 
+def token_arrays(seqs: Sequences, attrs: Sequence[int]) -> numpy.ndarray:
+    """``doc.to_array(attrs)`` of every token of the batch, in sequence order:
+    (N, len(attrs)) uint64, N = ``sum(seqs.lengths)``; sequence s's tokens are
+    rows ``offsets[s] .. offsets[s] + lengths[s] - 1`` (see :func:`token_positions`).
+    Each doc is read once."""
+    per_doc = {}
+    parts = []
+    for i, start, end in seqs.spans:
+        if i not in per_doc:
+            per_doc[i] = seqs.docs[i].to_array(list(attrs)).astype("uint64").reshape(-1, len(attrs))
+        parts.append(per_doc[i][start:end])
+    return numpy.concatenate(parts) if parts else numpy.zeros((0, len(attrs)), dtype="uint64")
+
+
+def token_positions(lengths: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """``(sequence, position)`` of each token of a batch in sequence order:
+    two (N,) int64 arrays for (S,) ``lengths``; token k is at
+    ``padded[sequence[k], position[k]]``."""
+    N = int(lengths.sum())
+    sequence = numpy.repeat(numpy.arange(len(lengths)), lengths)  # (N,)
+    position = numpy.arange(N) - numpy.repeat(numpy.cumsum(lengths) - lengths, lengths)  # (N,)
+    return sequence, position
+
+
 def featurize(
     seqs: Sequences,
     *,
@@ -112,53 +141,66 @@ def featurize(
     hash is looked up in ``doc.vocab.vectors``; a table of another width than
     ``word_dim`` (or an empty one) gives every word row -1. Word-shape ids are
     computed only ``with_case`` (embedders with a case feature). Each sequence
-    is read as one character stream ``w_1 ␣ w_2 ␣ ... w_n ␣`` (LD-Net section 4.1).
+    is read as one character stream ``w_1 ␣ w_2 ␣ ... w_n ␣`` (LD-Net section 4.1),
+    taken from the doc's text at each token's offset.
 
     A table stored as int8 (``spacy-ldnet trim-vectors --dtype int8``) is read
     as ``data[row] * row_scales[row]``; a float16 table as it is.
+
+    The whole batch is handled at once: one ``to_array`` and one character
+    encoding per doc, one table lookup per batch, numpy scatters into the
+    padded arrays.
 
     Raises: ValueError for an int8 table without one scale per row.
     """
     docs = seqs.docs
     S, T = len(seqs), seqs.padded_length
+    lengths = numpy.asarray(seqs.lengths, dtype="int64")  # (S,)
+    seq_of, pos_of = token_positions(lengths)  # (N,), (N,)
+    tokens = token_arrays(seqs, [LOWER, IDX, LENGTH])  # (N, 3)
+    keys, char_start, n_chars_of = tokens[:, 0], tokens[:, 1].astype("int64"), tokens[:, 2].astype("int64")
+
     word_rows = numpy.full((S, T), -1, dtype="int64")
     frozen = numpy.zeros((S, T, word_dim), dtype="float32")
-    fw_index = numpy.zeros((S, T), dtype="int64")
-    bw_index = numpy.zeros((S, T), dtype="int64")
-    case_ids = numpy.zeros((S, T), dtype="int64")
-    case_cache = {}
-    char_seqs: List[numpy.ndarray] = []
-    lower_cache = {}
     vectors = docs[0].vocab.vectors if len(docs) else None
-    has_vectors = vectors is not None and vectors.shape[0] > 0 and vectors.shape[1] == word_dim
-    data = None
-    for s, (i, start, end) in enumerate(seqs.spans):
-        doc = docs[i]
-        if i not in lower_cache:
-            lower_cache[i] = doc.to_array([LOWER]).astype("uint64").reshape(-1)
-        keys = lower_cache[i][start:end]
-        if has_vectors:
-            rows = find_rows(vectors, keys)
-            word_rows[s, : end - start] = rows
-            beyond = rows >= n_word_rows
-            if beyond.any():
-                if data is None:
-                    data = to_host(vectors.data)
-                frozen[s, : end - start][beyond] = table_rows(data, rows[beyond], row_scales)  # (n, word_dim)
-        if with_case:
-            if i not in case_cache:
-                case_cache[i] = case_ids_for(doc)
-            case_ids[s, : end - start] = case_cache[i][start:end]
-        words = [t.text for t in doc[start:end]]
-        wlens = numpy.fromiter((len(w) for w in words), dtype="int64", count=len(words))
-        starts = numpy.concatenate([[0], numpy.cumsum(wlens + 1)[:-1]])
-        bw_index[s, : end - start] = starts
-        fw_index[s, : end - start] = starts + wlens  # the space after the word
-        char_seqs.append(char_ids_for(" ".join(words) + " ", n_chars))
-    char_lengths = numpy.asarray([len(c) for c in char_seqs], dtype="int64")
+    if vectors is not None and vectors.shape[0] > 0 and vectors.shape[1] == word_dim and len(keys):
+        rows = find_rows(vectors, keys)  # (N,)
+        word_rows[seq_of, pos_of] = rows
+        beyond = rows >= n_word_rows  # (N,) rows read from the frozen part of the table
+        if beyond.any():
+            frozen[seq_of[beyond], pos_of[beyond]] = table_rows(to_host(vectors.data), rows[beyond], row_scales)
+
+    case_ids = numpy.zeros((S, T), dtype="int64")
+    if with_case and len(keys):
+        cases = {}
+        parts = []
+        for i, start, end in seqs.spans:
+            if i not in cases:
+                cases[i] = case_ids_for(docs[i])
+            parts.append(cases[i][start:end])
+        case_ids[seq_of, pos_of] = numpy.concatenate(parts)
+
+    # Character streams: token k contributes its n_chars_of[k] characters and one space.
+    width = n_chars_of + 1  # (N,)
+    char_lengths = numpy.bincount(seq_of, width, S).astype("int64")  # (S,) stream lengths
+    flat_start = numpy.cumsum(width) - width  # (N,) token k's first character in the batch's joined streams
+    first_char = flat_start - (numpy.cumsum(char_lengths) - char_lengths)[seq_of]  # (N,) ... in its own stream
+    bw_index = numpy.zeros((S, T), dtype="int64")
+    fw_index = numpy.zeros((S, T), dtype="int64")
+    bw_index[seq_of, pos_of] = first_char
+    fw_index[seq_of, pos_of] = first_char + n_chars_of  # the space after the word
     C = int(char_lengths.max()) if S else 0
     char_ids = numpy.zeros((S, C), dtype="int64")
-    for s, c in enumerate(char_seqs):
-        char_ids[s, : len(c)] = c
-    lengths = numpy.asarray(seqs.lengths, dtype="int64")
+    if len(keys):
+        texts = {}  # doc index -> text, in first-use order
+        for i, _, _ in seqs.spans:
+            texts.setdefault(i, docs[i].text)
+        text_start = dict(zip(texts, numpy.cumsum([0] + [len(t) for t in texts.values()])))
+        code_points = numpy.frombuffer("".join(texts.values()).encode("utf-32-le", "surrogatepass"), dtype="<u4").astype("int64")
+        token_text_start = numpy.repeat([text_start[i] for i, _, _ in seqs.spans], lengths) + char_start  # (N,) in code_points
+        step = numpy.arange(int(width.sum())) - numpy.repeat(flat_start, width)  # (n_all,) place within the token
+        is_space = step == numpy.repeat(n_chars_of, width)  # (n_all,) the space after each token
+        source = numpy.where(is_space, 0, numpy.repeat(token_text_start, width) + step)  # (n_all,)
+        chars = numpy.where(is_space, ord(" "), code_points[source])  # (n_all,) code points
+        char_ids[numpy.repeat(seq_of, width), numpy.repeat(first_char, width) + step] = char_ids_of(chars, n_chars)
     return CharWordFeatures(word_rows, frozen, char_ids, char_lengths, fw_index, bw_index, lengths, case_ids)

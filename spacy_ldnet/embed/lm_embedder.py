@@ -41,7 +41,7 @@ from thinc.types import Floats3d
 from ..sequences import Sequences
 from ..thinc_utils import convert_padded_outputs, to_host, torch_module, wrap_torch
 from .embedder import char_word_parts, char_word_torch_args, char_word_torch_kwargs, embed_forward, fill_word_table
-from .featurize import check_scales, find_rows, table_rows
+from .featurize import check_scales, find_rows, table_rows, token_arrays, token_positions
 from .lm_modules import LDNetEmbedder, LMFeatures, encoder_config
 
 DIRECTIONS = ("forward", "backward")
@@ -290,18 +290,32 @@ def load_lms_into(model: Model, path: Path) -> None:
             raise ValueError(f"The LM vocabulary in {folder} lacks its boundary token {model.attrs['lm_bos']!r}.")
 
 
-_INDEX_CACHE: Dict[int, Tuple[list, Dict[int, int]]] = {}
+_INDEX_CACHE: Dict[int, Tuple[list, numpy.ndarray, numpy.ndarray]] = {}
 
 
-def _lm_index(model: Model, direction: str) -> Dict[int, int]:
-    """{string hash: LM id} for one direction (cached per vocabulary list)."""
+def _lm_index(model: Model, direction: str) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """One direction's vocabulary as ``(keys, ids)``: (V,) uint64 string hashes
+    in ascending order and the LM id of each (the last one for a string listed
+    twice), for a ``searchsorted`` lookup; cached per vocabulary list."""
     vocab = model.attrs[f"lm_vocab_{direction}"]
     key = id(model) * 2 + (direction == "backward")
     cached = _INDEX_CACHE.get(key)
     if cached is None or cached[0] is not vocab:
-        cached = (vocab, {get_string_id(tok): i for i, tok in enumerate(vocab)})
+        index = {get_string_id(tok): i for i, tok in enumerate(vocab)}
+        keys = numpy.fromiter(index.keys(), dtype="uint64", count=len(index))  # (V,)
+        order = numpy.argsort(keys)
+        cached = (vocab, keys[order], numpy.fromiter(index.values(), dtype="int64", count=len(index))[order])
         _INDEX_CACHE[key] = cached
-    return cached[1]
+    return cached[1], cached[2]
+
+
+def _lookup(index: Tuple[numpy.ndarray, numpy.ndarray], keys: numpy.ndarray) -> numpy.ndarray:
+    """LM ids of (N,) uint64 ``keys`` in an :func:`_lm_index`, -1 where absent: (N,) int64."""
+    sorted_keys, ids = index
+    if not len(sorted_keys):
+        return numpy.full(len(keys), -1, dtype="int64")
+    at = numpy.minimum(numpy.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)  # (N,)
+    return numpy.where(sorted_keys[at] == keys, ids[at], -1)
 
 
 def lm_token_ids(
@@ -326,32 +340,31 @@ def lm_token_ids(
     if word_rows is not None and not model.attrs["lm_lowercase"]:
         raise ValueError(_CASED_LMS)
     S, T = len(seqs), seqs.padded_length
-    attr = LOWER if model.attrs["lm_lowercase"] else ORTH
-    keys = {}  # doc index -> the doc's token keys
+    lengths = numpy.asarray(seqs.lengths, dtype="int64")  # (S,)
+    seq_of, pos_of = token_positions(lengths)  # (N,), (N,)
+    keys = token_arrays(seqs, [LOWER if model.attrs["lm_lowercase"] else ORTH])[:, 0]  # (N,)
     out = []
     for direction in DIRECTIONS:
         index = _lm_index(model, direction)
         V = len(model.attrs[f"lm_vocab_{direction}"])
-        bos = index[get_string_id(model.attrs["lm_bos"])]
-        unk = index.get(get_string_id(model.attrs["lm_unk"]), 1)
+        bos, unk = (int(i) for i in _lookup(index, numpy.asarray([get_string_id(model.attrs[k]) for k in ("lm_bos", "lm_unk")], dtype="uint64")))
+        if bos < 0:
+            raise ValueError(f"The {direction} LM vocabulary has no {model.attrs['lm_bos']!r} token. Fix: load LMs written by spacy-ldnet pretrain-lm.")
+        unk = 1 if unk < 0 else unk
+        row = _lookup(index, keys)  # (N,)
+        outside = row < 0  # (N,) words outside the LM vocabulary
+        if word_rows is None:
+            row[outside] = unk
+        else:
+            table = word_rows[seq_of[outside], pos_of[outside]]  # rows of those words in the vectors table, -1 if none
+            row[outside] = numpy.where(table >= 0, V + table, unk)
         ids = numpy.zeros((S, T + 1), dtype="int64")
-        for s, (i, start, end) in enumerate(seqs.spans):
-            if i not in keys:
-                keys[i] = seqs.docs[i].to_array([attr]).astype("uint64").reshape(-1).tolist()
-            n = end - start
-            row = numpy.fromiter((index.get(k, -1) for k in keys[i][start:end]), dtype="int64", count=n)  # (n,)
-            outside = row < 0  # (n,) words outside the LM vocabulary
-            if word_rows is None:
-                row[outside] = unk
-            else:
-                table = word_rows[s, :n][outside]  # rows of those words in the vectors table, -1 if none
-                row[outside] = numpy.where(table >= 0, V + table, unk)
-            if direction == "forward":
-                ids[s, 0] = bos
-                ids[s, 1 : n + 1] = row
-            else:
-                ids[s, :n] = row
-                ids[s, n] = bos
+        if direction == "forward":
+            ids[:, 0] = bos
+            ids[seq_of, pos_of + 1] = row
+        else:
+            ids[seq_of, pos_of] = row
+            ids[numpy.arange(S), lengths] = bos
         out.append(ids)
     return out[0], out[1]
 
