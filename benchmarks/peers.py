@@ -50,6 +50,8 @@ DEFAULT_PIPELINES = [
     ("LD-Net, 20 LM layers", "training/conll03_ldnet/model-best"),
     ("LD-Net pruned (en_ldnet_conll03)", "en_ldnet_conll03"),
     ("LD-Net pruned, int8", "en_ldnet_conll03#int8"),
+    ("LD-Net, 2 LM layers, BiLSTM 128", "training/conll03_ldnet_fast_trimmed"),
+    ("LD-Net, 2 LM layers, BiLSTM 128, int8", "training/conll03_ldnet_fast_trimmed#int8"),
 ]
 REGIMES = ("docs", "sentences")
 
@@ -112,9 +114,19 @@ def run_worker(spec: str, task: str, args) -> Dict:
 
 # ------------------------------------------------------------------ the run
 def cpu_name() -> str:
+    """The CPU model and the kernels torch picked for it (int8 speed depends
+    on AVX-512 VNNI), e.g. "AMD EPYC, torch CPU capability AVX512, VNNI"."""
+    import torch
+
     from spacy_ldnet.prune.report import cpu_model
 
-    return cpu_model() or platform.processor() or platform.machine()
+    name = cpu_model() or platform.processor() or platform.machine()
+    name += f", torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "").split()
+    except OSError:
+        flags = []
+    return name + (", VNNI" if {"avx512_vnni", "avx_vnni"} & set(flags) else "")
 
 
 def summarise(pipelines: List, rounds: List[Dict], evaluations: Dict) -> List[Dict]:
