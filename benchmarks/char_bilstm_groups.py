@@ -4,11 +4,7 @@ against length-sorted padded groups of several sizes on oneDNN.
 Usage::
 
     python benchmarks/char_bilstm_groups.py [PIPELINE] [--data corpus/conll03/test.spacy] \\
-        [--sizes 0,8,16,32,16:0.25,64:0.25] [--batches 8] [--rounds 5]
-
-A size ``N`` runs fixed groups of N sequences; ``N:P`` groups of at most N
-that grow while their padding is at most P of their characters
-(:func:`spacy_ldnet.embed.modules.length_groups`).
+        [--sizes 0,8,16,32] [--batches 8] [--rounds 5]
 
 Featurizes the first ``--batches`` batches of 128 texts of DATA (the raw
 document texts, cut into windows as ``nlp.pipe`` would, and one sentence per
@@ -42,7 +38,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("pipeline", nargs="?", default="en_ldnet_conll03")
     p.add_argument("--data", default="corpus/conll03/test.spacy")
-    p.add_argument("--sizes", default="0,8,16,32,16:0.25,64:0.25")
+    p.add_argument("--sizes", default="0,8,16,32")
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
@@ -52,7 +48,7 @@ def main() -> None:
     tok2vec = ner.model.get_ref("tok2vec")
     module = torch_module(tok2vec.layers[0])
     chars = getattr(module, "char_word", module).chars.eval()
-    sizes = args.sizes.split(",")
+    sizes = [int(x) for x in args.sizes.split(",")]
     for regime in ("docs", "sentences"):
         inputs = []
         for docs in batches(nlp, args.data, regime, args.batches):
@@ -66,8 +62,7 @@ def main() -> None:
             reference = [chars(*x) for x in inputs]
             for _ in range(args.rounds):
                 for size in sizes:
-                    n, _, padding = size.partition(":")
-                    chars.bucket_size, chars.group_padding = int(n), float(padding or "inf")
+                    chars.bucket_size = size
                     t0 = time.perf_counter()
                     outs = [chars(*x) for x in inputs]
                     times[size].append((time.perf_counter() - t0) / len(inputs))
@@ -76,8 +71,7 @@ def main() -> None:
                         diff[size] = max(diff[size], float((o - r)[real].abs().max()) if real.any() else 0.0)
         print(f"{regime}: seconds per batch of 128 texts (median of {args.rounds})")
         for size in sizes:
-            n, _, padding = size.partition(":")
-            label = "packed native" if n == "0" else f"groups of {n}" + (f" (padding <= {padding})" if padding else "") + ", oneDNN"
+            label = "packed native" if size == 0 else f"groups of {size}, oneDNN"
             print(f"  {label:>22}: {statistics.median(times[size]):.4f} s  max |diff| {diff[size]:.1e}")
 
 

@@ -5,7 +5,7 @@ Self-contained torch: no spaCy or thinc imports. The thinc wrapper that turns
 
 Shapes: S sequences, T tokens (padded), C characters (padded).
 """
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -15,46 +15,9 @@ from ..torch_utils import lstm_over_padded, packed_rows, run_lstm
 
 
 
-#: Most sequences per length-sorted padded group when the character BiLSTM
-#: predicts on a CPU (see :meth:`CharBiLSTM._predict_in_groups`).
+#: Sequences per length-sorted padded group when the character BiLSTM predicts
+#: on a CPU (see :func:`spacy_ldnet.torch_utils.run_lstm`).
 PREDICTION_BUCKET_SIZE = 16
-
-#: A group takes the next shorter sequence while its padding stays at most
-#: this share of its real characters.
-PREDICTION_GROUP_PADDING = float("inf")
-
-
-def length_groups(lengths: torch.Tensor, max_size: int, max_padding: float) -> List[torch.Tensor]:
-    """Split sequences into groups of similar length, longest first.
-
-    The sequences, sorted by length (descending), are cut into consecutive
-    groups of at most ``max_size``; a group padded to its first (longest)
-    sequence grows while ``longest * size <= (1 + max_padding) * real``
-    (``real``: the group's summed lengths), and always holds at least
-    ``min(max_size, 4)`` sequences.
-
-    Args:
-        lengths: (S,) long on CPU.
-        max_size: >= 1.
-        max_padding: >= 0; ``inf`` gives fixed groups of ``max_size``.
-    Returns:
-        A list of (G,) long index tensors covering ``range(S)`` once.
-    """
-    order = torch.argsort(lengths, descending=True, stable=True)  # (S,)
-    if max_padding == float("inf"):
-        return list(order.split(max_size))
-    sorted_lengths = lengths[order].tolist()
-    groups, i = [], 0
-    while i < len(sorted_lengths):
-        longest, real, j = sorted_lengths[i], sorted_lengths[i], i + 1
-        while j < len(sorted_lengths) and j - i < max_size and (
-            j - i < min(max_size, 4) or longest * (j - i + 1) <= (1.0 + max_padding) * (real + sorted_lengths[j])
-        ):
-            real += sorted_lengths[j]
-            j += 1
-        groups.append(order[i:j])
-        i = j
-    return groups
 
 
 class CharBiLSTM(nn.Module):
@@ -86,7 +49,6 @@ class CharBiLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.hidden_dim = hidden_dim
         self.bucket_size = PREDICTION_BUCKET_SIZE
-        self.group_padding = PREDICTION_GROUP_PADDING
 
     def forward(
         self,
@@ -120,10 +82,8 @@ class CharBiLSTM(nn.Module):
         self, char_ids: torch.Tensor, char_lengths: torch.Tensor, fw_index: torch.Tensor, bw_index: torch.Tensor
     ) -> torch.Tensor:
         """:meth:`forward` at prediction on a CPU: the sequences, sorted by
-        length, run in groups of at most ``bucket_size`` whose padding stays
-        within ``group_padding`` of their characters (:func:`length_groups`),
-        each padded to its own longest one, on oneDNN
-        (:func:`spacy_ldnet.torch_utils.lstm_over_padded`).
+        length, run in groups of ``bucket_size``, each padded to its own
+        longest one, on oneDNN (:func:`spacy_ldnet.torch_utils.lstm_over_padded`).
         A narrow LSTM over long character streams spends its time in the
         native kernel's per-step overhead, which oneDNN runs inside one call
         (docs/results.md, "Settings chosen by measurement"). Same arguments
@@ -131,7 +91,7 @@ class CharBiLSTM(nn.Module):
         lengths = char_lengths.cpu()  # (S,)
         H = self.hidden_dim
         feats = self.proj.weight.new_empty((fw_index.shape[0], fw_index.shape[1], 2 * H))  # (S, T, 2H)
-        for group in length_groups(lengths, self.bucket_size, self.group_padding):  # (G,) each
+        for group in torch.argsort(lengths, descending=True).split(self.bucket_size):  # (G,) each
             n = lengths[group]  # (G,)
             emb = self.embed(char_ids[group, : int(n.max())])  # (G, C_g, char_dim)
             out = lstm_over_padded(self.lstm, emb, n, onednn=True)  # (G, C_g, 2H)
