@@ -194,7 +194,8 @@ def featurize(
     if len(keys):
         texts = {}  # doc index -> text, in first-use order
         for i, _, _ in seqs.spans:
-            texts.setdefault(i, docs[i].text)
+            if i not in texts:  # Doc.text joins every token: once per doc
+                texts[i] = docs[i].text
         text_start = dict(zip(texts, numpy.cumsum([0] + [len(t) for t in texts.values()])))
         code_points = numpy.frombuffer("".join(texts.values()).encode("utf-32-le", "surrogatepass"), dtype="<u4").astype("int64")
         token_text_start = numpy.repeat([text_start[i] for i, _, _ in seqs.spans], lengths) + char_start  # (N,) in code_points
