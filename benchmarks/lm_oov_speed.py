@@ -27,8 +27,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     nlp = spacy.load(args.pipeline)
-    embedders = [n for _, pipe in nlp.pipeline for n in getattr(pipe, "model", None).walk()
-                 if getattr(pipe, "model", None) is not None and "lm_oov_vectors" in n.attrs]
+    models = [pipe.model for _, pipe in nlp.pipeline if getattr(pipe, "model", None) is not None]
+    embedders = [node for model in models for node in model.walk() if "lm_oov_vectors" in node.attrs]
     if not embedders:
         raise SystemExit(f"{args.pipeline} has no LM embedder with lm_oov_vectors (LMEmbedder.v1-v3).")
     texts = [doc.text for doc in DocBin().from_disk(args.corpus).get_docs(nlp.vocab)]

@@ -116,17 +116,11 @@ def run_worker(spec: str, task: str, args) -> Dict:
 def cpu_name() -> str:
     """The CPU model and the kernels torch picked for it (int8 speed depends
     on AVX-512 VNNI), e.g. "AMD EPYC, torch CPU capability AVX512, VNNI"."""
-    import torch
+    from spacy_ldnet.prune.report import machine_info
 
-    from spacy_ldnet.prune.report import cpu_model
-
-    name = cpu_model() or platform.processor() or platform.machine()
-    name += f", torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "").split()
-    except OSError:
-        flags = []
-    return name + (", VNNI" if {"avx512_vnni", "avx_vnni"} & set(flags) else "")
+    info = machine_info()
+    name = f"{info['cpu_model'] or info['cpu']}, torch CPU capability {info['torch_cpu_capability']}"
+    return name + (", VNNI" if info["vnni"] else "")
 
 
 def summarise(pipelines: List, rounds: List[Dict], evaluations: Dict) -> List[Dict]:

@@ -10,21 +10,33 @@ from .costs import SPEED_BATCH_SIZE
 from .state import RunResult
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` ("" where there is none)."""
+def _cpuinfo(field: str) -> str:
+    """The value of ``field`` in the first CPU's block of ``/proc/cpuinfo``
+    ("" where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
 
 
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("" where there is none)."""
+    return _cpuinfo("model name")
+
+
+def cpu_has_vnni() -> bool:
+    """True when ``/proc/cpuinfo`` lists AVX-512 VNNI or AVX-VNNI, the int8
+    dot-product instructions behind torch's fast int8 kernels."""
+    return bool({"avx512_vnni", "avx_vnni"} & set(_cpuinfo("flags").split()))
+
+
 def machine_info() -> Dict[str, Any]:
     """CPU count and model, the CPU kernels torch picked (e.g. AVX2, AVX512:
-    float results, and so training runs, differ between them), and the torch
-    and Python versions."""
+    float results, and so training runs, differ between them), whether the CPU
+    has VNNI (int8 speed depends on it), and the torch and Python versions."""
     import torch
 
     return {
@@ -32,6 +44,7 @@ def machine_info() -> Dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "vnni": cpu_has_vnni(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
