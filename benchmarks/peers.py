@@ -50,8 +50,8 @@ DEFAULT_PIPELINES = [
     ("LD-Net, 20 LM layers", "training/conll03_ldnet/model-best"),
     ("LD-Net pruned (en_ldnet_conll03)", "en_ldnet_conll03"),
     ("LD-Net pruned, int8", "en_ldnet_conll03#int8"),
-    ("LD-Net, 2 LM layers, BiLSTM 128", "training/conll03_ldnet_fast_trimmed"),
-    ("LD-Net, 2 LM layers, BiLSTM 128, int8", "training/conll03_ldnet_fast_trimmed#int8"),
+    ("LD-Net, 2 LM layers, BiLSTM 128", "training/conll03_ldnet_fast_int8vectors"),
+    ("LD-Net, 2 LM layers, BiLSTM 128, int8", "training/conll03_ldnet_fast_int8vectors#int8"),
 ]
 REGIMES = ("docs", "sentences")
 
