@@ -13,10 +13,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from ..torch_utils import lstm_over_padded, packed_rows, run_lstm
 
-
-
 #: Sequences per length-sorted padded group when the character BiLSTM predicts
-#: on a CPU (see :func:`spacy_ldnet.torch_utils.run_lstm`).
+#: on a CPU (see :meth:`CharBiLSTM._predict_in_groups`).
 PREDICTION_BUCKET_SIZE = 16
 
 
